@@ -1,0 +1,103 @@
+"""The ``s3edit`` application: registers commands, holds the one error boundary.
+
+Known errors (``S3EditError``, OS errors on user paths) print one line on stderr and
+exit 1; anything else is a bug and prints one line asking for ``S3EDIT_DEBUG=1``,
+which shows the traceback."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from s3edit import __version__, console
+from s3edit.errors import S3EditError
+
+DEBUG_ENV = "S3EDIT_DEBUG"
+
+
+class UserFacingError(click.ClickException):
+    """A one-line error for the terminal (exit code 1, or 3 for internal errors)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:  # noqa: D401 - click API
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    what = exc.strerror or exc.__class__.__name__
+    return f"{what}: {exc.filename}" if exc.filename else str(exc)
+
+
+class ErrorBoundaryGroup(TyperGroup):
+    """Turns known exceptions into one clear line and a nonzero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except S3EditError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise UserFacingError(str(exc), exc.exit_code) from exc
+        except OSError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise UserFacingError(_describe_os_error(exc)) from exc
+        except Exception as exc:  # a bug: say so briefly, traceback on request
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise UserFacingError(
+                f"internal error ({type(exc).__name__}: {exc}); rerun with {DEBUG_ENV}=1 "
+                "for the traceback and please report it",
+                exit_code=3,
+            ) from exc
+
+
+app = typer.Typer(
+    cls=ErrorBoundaryGroup,
+    name="s3edit",
+    help=(
+        "Edit facial attributes in real videos while keeping identity, motion, "
+        "background and audio.\n\n"
+        "Example: s3edit align clip.mp4 -o clip.job && s3edit paste clip.job -o out.mp4"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"s3edit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    console.set_quiet(quiet)
+
+
+# --- commands (one file per group; only commands that work are registered) ---
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
