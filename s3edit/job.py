@@ -12,9 +12,12 @@ Layout (format ``s3edit-job``, version ``JOB_VERSION``)::
       align/
         crops/000000.png      aligned square crops (RGB, size x size), one per frame
                               index; frames without a face (valid == 0) have none
-        track.safetensors     per-frame arrays, N = number of frames:
+        track.safetensors     per-frame arrays, N = frames aligned (stages.align.frames:
+                              all of the video's unless align ran with max_frames):
           pts              (N,)      int64  presentation timestamp (source time base)
           detected         (N,)      uint8  1 where the detector found the tracked face
+                                            (0 for a detection rejected as an outlier;
+                                            its landmarks stay in landmarks_raw)
           valid            (N,)      uint8  1 where the frame has a crop (detected, or a
                                             short gap filled); 0 = leave frame untouched
           landmarks_raw    (N, 68, 2) f32   detector landmarks, frame pixels (NaN if none)
@@ -23,12 +26,22 @@ Layout (format ``s3edit-job``, version ``JOB_VERSION``)::
                                             corners top-left, bottom-left, bottom-right,
                                             top-right as in FFHQ's recipe)
           quads            (N, 4, 2)  f32   smoothed quad: the one the crops use
-          transforms       (N, 3, 3)  f32   frame px -> crop px (homography, affine here)
+          transforms       (N, 3, 3)  f32   frame px -> crop px (homography, affine here;
+                                            NaN where valid == 0, like quads, landmarks)
           crop_landmarks   (N, 68, 2) f32   smoothed landmarks in crop pixels
         landmarks.partial.npz detection checkpoint while align runs (resume point)
+        detections.npz        every face the detector found in every frame (frame, boxes,
+                              landmarks, scores, pts, detector name): reused by a rerun
+                              with other tracking/crop parameters and the same detector
         preview.png           contact sheet of crops with landmarks (--preview)
-      latents/                 (encode) latents.safetensors: z_id, z_id_rep, z_lnd,
-                               z_face, x_T (fp16), written in chunks
+      latents/                (encode; V = frames with valid == 1, in frame order)
+        semantics.safetensors index (V,) int64, z_id (V, id_dim), z_lnd (V, 102),
+                              z_face (V, face_dim) = fuse(z_id_rep, z_lnd), z_id_rep
+                              (id_dim,) = l2norm(mean of z_id); float32
+        semantics.NNNNNN.safetensors  z_id/z_lnd of one batch while encode runs (resume
+                              points; merged into semantics.safetensors, then removed)
+        xT.NNNNNN.safetensors index (B,) int64, x_T (B, 3, S, S) float16: DDIM noise maps
+                              of one batch (S = model size), NNNNNN = its first frame
       edits/<name>/crops/      edited crops, same numbering as align/crops
       edits/<name>/edit.json   what made them (attributes, scales, weights, steps)
 
