@@ -1,0 +1,310 @@
+"""Weight sets: a folder that holds one DVA network (and optionally its attribute
+classifier) and describes itself. This docstring is the one place the format is
+documented.
+
+    NAME/
+      config.json            what the folder is (below)
+      model.safetensors      the network (the EMA copy for imported DVA checkpoints);
+                             keys = ``DVA.state_dict()`` keys; float tensors may be
+                             stored as float16/bfloat16 (cast to the requested dtype on load)
+      classifier.safetensors optional attribute heads on normalised z_id:
+                             ``weight`` (A, id_dim), ``bias`` (A,),
+                             ``conds_mean`` (1, id_dim), ``conds_std`` (1, id_dim)
+
+config.json::
+
+    {
+      "format": "s3edit-weights",     # fixed
+      "version": 1,                   # bumped on incompatible changes
+      "name": "dva",                  # a short name for reports
+      "model": {...},                 # DVAConfig.to_dict()
+      "attributes": ["5_o_Clock_Shadow", ...],  # names of the classifier rows (CelebA
+                                      # spelling); [] without a classifier
+      "source": {...},                # where the tensors came from (free-form)
+      "licence": "...",               # the licence of the weights
+      "s3": null                      # S3Editor routing/sparsity state (the S3 stage)
+    }
+
+Any further top-level keys are kept in ``WeightSet.meta`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from s3edit.errors import InputError, OutputError, WeightsError
+from s3edit.model.config import DVAConfig
+from s3edit.model.dva import DVA, build_dva
+
+FORMAT = "s3edit-weights"
+VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+CLASSIFIER_FILE = "classifier.safetensors"
+CLASSIFIER_KEYS = ("weight", "bias", "conds_mean", "conds_std")
+SHOW = 5  # names listed in an error message
+
+
+@dataclass
+class Classifier:
+    """DVA's attribute heads: logits = Linear(norm(z_id)), norm(z) = (z - mean) / std.
+
+    weight (A, D), bias (A,), conds_mean (1, D), conds_std (1, D); names: A row names."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    conds_mean: torch.Tensor
+    conds_std: torch.Tensor
+    names: list[str]
+
+    def normalize(self, z_id: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, D) standardised with the training set's statistics."""
+        return (z_id - self.conds_mean) / self.conds_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.conds_std + self.conds_mean
+
+    def logits(self, z_id: torch.Tensor) -> torch.Tensor:
+        """(N, D) identity vectors -> (N, A) attribute logits."""
+        return torch.nn.functional.linear(self.normalize(z_id), self.weight, self.bias)
+
+    def index(self, name: str) -> int:
+        """Row of an attribute; an unknown name raises InputError naming the closest."""
+        if name in self.names:
+            return self.names.index(name)
+        lower = {n.lower(): n for n in self.names}
+        if name.lower() in lower:
+            return self.names.index(lower[name.lower()])
+        close = difflib.get_close_matches(name, self.names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "run `s3edit weights list` to see the attributes."
+        raise InputError(f"unknown attribute {name!r}; {hint}")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in CLASSIFIER_KEYS}
+
+    def to(self, device=None, dtype=None) -> "Classifier":
+        moved = {k: v.to(device=device, dtype=dtype) for k, v in self.tensors().items()}
+        return Classifier(**moved, names=list(self.names))
+
+
+@dataclass
+class WeightSet:
+    """A loaded weight set: the network (eval mode), the classifier or None, and the
+    rest of config.json (name, attributes, source, licence, s3, ...) as ``meta``."""
+
+    config: DVAConfig
+    model: DVA
+    classifier: Classifier | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", ""))
+
+
+# --- save ---------------------------------------------------------------------------------
+
+
+def _tensors_for_disk(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, t in state.items():
+        t = t.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[key] = t.contiguous()
+    return out
+
+
+def write_weight_set_files(
+    directory: str | os.PathLike,
+    config_json: dict[str, Any],
+    model_state: dict[str, torch.Tensor],
+    classifier: dict[str, torch.Tensor] | None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a weight set folder atomically: the files go to a hidden sibling folder
+    that replaces ``directory`` only when complete. Low level: ``save_weight_set`` and
+    the importer build the arguments."""
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise OutputError(f"weight set {str(directory)!r} already exists; pass --overwrite to replace it.")
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{str(directory)!r} is a file, not a weight-set folder; choose another path.")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    try:
+        save_file(model_state, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        if classifier is not None:
+            save_file(classifier, str(tmp / CLASSIFIER_FILE), metadata={"format": FORMAT})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config_json, indent=2) + "\n")
+        if directory.exists():
+            old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def config_json(config: DVAConfig, meta: dict[str, Any] | None, attributes: list[str]) -> dict[str, Any]:
+    meta = dict(meta or {})
+    for key in ("format", "version", "model", "attributes"):
+        meta.pop(key, None)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": meta.pop("name", ""),
+        "model": config.to_dict(),
+        "attributes": list(attributes),
+        "source": meta.pop("source", {}),
+        "licence": meta.pop("licence", "unknown"),
+        "s3": meta.pop("s3", None),
+        **meta,
+    }
+
+
+def save_weight_set(
+    directory: str | os.PathLike,
+    model: DVA,
+    config: DVAConfig | None = None,
+    classifier: Classifier | None = None,
+    meta: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (and ``classifier``) as a weight set folder (format above).
+
+    meta: name, source, licence, s3 and any extra keys for config.json. ``dtype``
+    (e.g. torch.float16) stores floating tensors in that precision."""
+    config = config or model.config
+    cls_tensors = _tensors_for_disk(classifier.tensors(), dtype) if classifier is not None else None
+    names = list(classifier.names) if classifier is not None else []
+    if classifier is not None and len(names) != classifier.weight.shape[0]:
+        raise ValueError(f"{len(names)} attribute names for {classifier.weight.shape[0]} classifier rows")
+    return write_weight_set_files(
+        directory, config_json(config, meta, names), _tensors_for_disk(model.state_dict(), dtype),
+        cls_tensors, overwrite=overwrite,
+    )
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def _names(items, n: int = SHOW) -> str:
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """config.json of a weight set, checked for format and version."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise WeightsError(
+            f"weight set {str(directory)!r} does not exist; run `s3edit weights list` to see the "
+            "installed sets or `s3edit weights import` to make one."
+        )
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(f"{str(directory)!r} is not a weight set: it has no {CONFIG_FILE}.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{str(path)!r} is not valid JSON ({exc}); re-import or re-download the set.") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise WeightsError(f"{str(path)!r} is not an s3edit weight-set config (format must be {FORMAT!r}).")
+    version = data.get("version")
+    if version != VERSION:
+        raise WeightsError(
+            f"weight set {str(directory)!r} has format version {version!r}; this s3edit reads "
+            f"version {VERSION}, so update s3edit or re-import the set."
+        )
+    return data
+
+
+def _check_shapes(what: str, expected: dict[str, tuple], found: dict[str, tuple]) -> None:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mis = [f"{k} {tuple(found[k])} != {tuple(expected[k])}"
+           for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {_names(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {_names(unexpected)}")
+    if mis:
+        problems.append(f"{len(mis)} mis-shaped tensor(s): {_names(mis)}")
+    if problems:
+        raise WeightsError(
+            f"{what} does not fit its config: " + "; ".join(problems) + "; re-import or re-download it."
+        )
+
+
+def _file_shapes(path: Path) -> dict[str, tuple]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise WeightsError(
+            f"{str(path)!r} is not a readable safetensors file ({exc}); re-import or re-download it."
+        ) from exc
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+
+def load_classifier(path: Path, names: list[str], id_dim: int, device="cpu", dtype=torch.float32) -> Classifier:
+    shapes = _file_shapes(path)
+    A = len(names)
+    expected = {"weight": (A, id_dim), "bias": (A,), "conds_mean": (1, id_dim), "conds_std": (1, id_dim)}
+    _check_shapes(f"classifier {str(path)!r}", expected, shapes)
+    t = load_file(str(path), device=str(device))
+    return Classifier(**{k: _cast(t[k], dtype) for k in CLASSIFIER_KEYS}, names=list(names))
+
+
+def load_weight_set(
+    directory: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32
+) -> WeightSet:
+    """Load a weight set folder -> WeightSet(config, model (eval, on ``device``, float
+    tensors cast to ``dtype``), classifier or None, meta). Problems raise WeightsError."""
+    directory = Path(directory)
+    data = read_config(directory)
+    try:
+        config = DVAConfig.from_dict(data["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"the model config in {str(directory / CONFIG_FILE)!r} is invalid ({exc}).") from exc
+    model_path = directory / MODEL_FILE
+    if not model_path.is_file():
+        raise WeightsError(f"weight set {str(directory)!r} has no {MODEL_FILE}; re-import or re-download it.")
+
+    model = build_dva(config, device="meta")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(f"{str(model_path)!r}", expected, _file_shapes(model_path))
+    state = {k: _cast(v, dtype) for k, v in load_file(str(model_path), device=str(device)).items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval()
+
+    attributes = list(data.get("attributes") or [])
+    classifier = None
+    if (directory / CLASSIFIER_FILE).is_file():
+        classifier = load_classifier(directory / CLASSIFIER_FILE, attributes, config.id_dim, device, dtype or torch.float32)
+    meta = {k: v for k, v in data.items() if k not in ("format", "version", "model")}
+    return WeightSet(config=config, model=model, classifier=classifier, meta=meta)
