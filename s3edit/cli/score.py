@@ -1,0 +1,45 @@
+"""``s3edit score ORIGINAL EDITED``: identity and temporal metrics of an edit.
+
+The work lives in ``s3edit.pipeline.score``; the report's table, JSON and plot in
+``s3edit.metrics.report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from s3edit import console
+from s3edit.face.identity import DEFAULT_ID_NET, ID_NETS
+from s3edit.metrics.report import render_table, write_plot
+from s3edit.paths import check_output_path
+from s3edit.pipeline.score import score
+
+
+def score_cmd(
+    original: Path = typer.Argument(
+        ..., help="Original video, or its job folder (its source video and landmarks)."),
+    edited: Path = typer.Argument(
+        ..., help="Edited video, or a job folder whose paste stage recorded its output."),
+    id_net: str = typer.Option(DEFAULT_ID_NET, "--id-net", help=f"Identity net: {', '.join(ID_NETS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with per-frame values)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a per-frame PNG plot here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+) -> None:
+    """Score an edit: ID-Preserve, TL-ID, TG-ID and temporal warp error against the original.
+
+    Example: s3edit score clip.mp4 clip_glasses.mp4 --plot clip_glasses_score.png
+
+    With the original's job (reuses its landmarks): s3edit score clip.job clip_glasses.mp4 --json
+    """
+    if plot is not None:
+        check_output_path(plot, [original, edited], overwrite)
+    report = score(original, edited, id_net=id_net)
+    if plot is not None:
+        write_plot(report, plot)
+        console.note(f"wrote {plot}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.out.print(render_table(report))
