@@ -73,9 +73,20 @@ class DVA(UNet):
     def has_face_parser(self) -> bool:
         return self.encoder.bgnet is not None
 
-    def z_id(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3, S, S) aligned crops in [-1, 1] -> (N, id_dim) unit vectors."""
-        return self.encoder.idnet(x)
+    @property
+    def needs_landmarks_for_id(self) -> bool:
+        """The dlib identity encoder takes its face chip from the crop's landmarks."""
+        return self.config.id_encoder == "dlib"
+
+    def z_id(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, 3, S, S) aligned crops in [-1, 1] -> (N, id_dim) unit vectors.
+        ``landmarks`` (N, 68, 2) in [0, 1] crop coordinates: required by the dlib
+        encoder, ignored by ArcFace (which uses DVA's fixed crop box)."""
+        if not self.needs_landmarks_for_id:
+            return self.encoder.idnet(x)
+        if landmarks is None:
+            raise ValueError("this model's dlib identity encoder needs landmarks (N, 68, 2) in [0, 1]")
+        return self.encoder.idnet(x, landmarks)
 
     def z_lnd(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, 3, S, S) in [-1, 1] -> (N, 102): the 51 non-jaw points in [0, 1].
@@ -100,7 +111,7 @@ class DVA(UNet):
         self, x: torch.Tensor, landmarks: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, 3, S, S) aligned crops in [-1, 1] -> (z_id, z_lnd, z_face) per frame."""
-        z_id = self.z_id(x)
+        z_id = self.z_id(x, landmarks)
         z_lnd = self.z_lnd(x, landmarks)
         return z_id, z_lnd, self.fuse(z_id, z_lnd)
 
