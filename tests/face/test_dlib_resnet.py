@@ -270,6 +270,25 @@ def test_embed_crops_on_an_aligned_crop_and_gradients(dlib_models, astronaut):
     assert 1 - (stepped[0] * target).sum() < loss
 
 
+def test_dlib_id_encoder_of_small_models_matches_embed_crops(dlib_models, astronaut):
+    """DlibIDNet (the z_id encoder of configs with id_encoder="dlib") takes landmarks in
+    [0, 1] crop coordinates and gives the same vector as embed_crops on crop pixels."""
+    from s3edit.face import align as fa
+
+    img, _, shape = astronaut
+    lm = points(shape)
+    transform = fa.quad_to_transform(fa.quad_from_landmarks(lm), 64)
+    crop = fa.warp_crop(img, transform, 64)
+    crop_lm = torch.from_numpy(fa.apply_transform(transform, lm)).float()[None]
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    encoder = dr.DlibIDNet()
+    z = encoder(x, (crop_lm + 0.5) / 64)
+    ref = dr.TorchDlibIdentity(device="cpu").embed_crops(x, crop_lm)
+    assert encoder.out_dim == 128 and z.shape == (1, 128)
+    assert torch.allclose(z, ref, atol=1e-5)
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
 # --- real footage (../shared/clips; skipped where absent) ---
 
 
