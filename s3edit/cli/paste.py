@@ -1,0 +1,53 @@
+"""``s3edit paste``: put a job's crops (or an edit's crops) back into its video."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from s3edit.face.mask import MaskConfig
+from s3edit.pipeline.paste import DEFAULT_BLEND, PasteConfig, paste_video
+from s3edit.video.io import DEFAULT_CRF
+
+
+class Blend(str, Enum):
+    replace = "replace"
+    detail = "detail"
+
+
+def paste_cmd(
+    job: Path = typer.Argument(..., help="Job folder made by `s3edit align`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .mkv or .mov)."),
+    edit: str | None = typer.Option(
+        None, "--edit", help="Paste this edit's crops (JOB/edits/NAME); default: the original crops."),
+    crf: int = typer.Option(
+        DEFAULT_CRF, "--crf", min=0, max=51,
+        help="H.264 quality: 0 lossless, 16-18 visually lossless, 23 smaller files."),
+    dilate: int | None = typer.Option(
+        None, "--dilate", min=0, help="Grow the face mask by this many crop px (default 8 at 256 px)."),
+    feather: int | None = typer.Option(
+        None, "--feather", min=0, help="Feather the mask edge over this many crop px (default 8 at 256 px)."),
+    blend: Blend = typer.Option(
+        Blend(DEFAULT_BLEND), "--blend",
+        help="detail: add what the edit changed to the full-resolution frame; "
+             "replace: take the crop inside the mask (STIT)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Paste the aligned (or edited) crops of JOB back into its video, with its audio.
+
+    Example: s3edit paste clip.job -o clip_out.mp4 --crf 16
+    """
+    config = PasteConfig(edit=edit, crf=crf, blend=blend.value, overwrite=overwrite,
+                         mask=MaskConfig(dilate=dilate, feather=feather))
+    result = paste_video(job, output, config)
+    if as_json:
+        typer.echo(json.dumps({k: str(v) if isinstance(v, Path) else v
+                               for k, v in asdict(result).items()}, indent=2))
+        return
+    typer.echo(f"{result.output}: {result.n_frames} frames, {result.n_pasted} pasted, "
+               f"{result.n_passed} untouched ({result.seconds:.1f} s)")

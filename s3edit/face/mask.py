@@ -1,0 +1,104 @@
+"""Face-region mask in crop space, from the 68 landmarks of the *original* crop.
+
+The region is the convex hull of the jaw line and the brows lifted by a forehead band,
+so it covers chin, cheeks, mouth, nose, eyes, brows and the lower forehead, and leaves
+hair, ears, neck and background out (DVA keeps a similar set of face-parsing classes).
+It is then dilated and feathered as STIT does (grow by r, blur with a 2r+1 kernel) so
+the pasted face has no seam. A face parser replaces this when its weights are present;
+it must keep the signature of :func:`face_mask`.
+
+Masks are ``(N, size, size)`` float32 in [0, 1], 1 = take the crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from s3edit.face.landmarks import BROWS, JAW
+
+REFERENCE_SIZE = 256  # crop size the pixel defaults below are stated for
+# Our choices, at a 256 px crop (scaled with the crop size): grow the hull by 8 px,
+# then feather over a 17 px (2 * 8 + 1) Gaussian kernel as STIT's blur(2r+1).
+DEFAULT_DILATE_PX = 8
+DEFAULT_FEATHER_PX = 8
+# Forehead band: brows lifted by this fraction of the brow-to-chin distance, along the
+# chin-to-brow direction (about a third of the forehead; the hairline varies too much
+# for a landmark rule to go higher).
+FOREHEAD_BAND = 0.35
+CHIN = 8  # jaw point at the bottom of the chin
+# Fixed-point bits for cv2.fillPoly, so polygon vertices keep sub-pixel precision.
+SHIFT_BITS = 4
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Dilation and feathering in crop pixels; None = the default scaled to the crop
+    size (8 px each at 256 px)."""
+
+    dilate: int | None = None
+    feather: int | None = None
+
+    def resolved(self, size: int) -> tuple[int, int]:
+        scale = size / REFERENCE_SIZE
+        dilate = self.dilate if self.dilate is not None else round(DEFAULT_DILATE_PX * scale)
+        feather = self.feather if self.feather is not None else round(DEFAULT_FEATHER_PX * scale)
+        if dilate < 0 or feather < 0:
+            raise ValueError("dilate and feather must be >= 0 pixels")
+        return int(dilate), int(feather)
+
+
+def face_polygons(crop_landmarks: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) crop px -> (N, 27, 2) points whose convex hull is the face region:
+    the 17 jaw points and the 10 brow points lifted by the forehead band."""
+    lm = np.asarray(crop_landmarks, dtype=np.float64)
+    brows = lm[:, BROWS]
+    brow_centre = brows.mean(axis=1)  # (N, 2)
+    up = brow_centre - lm[:, CHIN]
+    length = np.linalg.norm(up, axis=-1, keepdims=True)
+    lift = FOREHEAD_BAND * up  # FOREHEAD_BAND * |brow-chin| along chin -> brow
+    lift = np.where(length > 0, lift, 0.0)
+    return np.concatenate([lm[:, JAW], brows + lift[:, None, :]], axis=1)
+
+
+def hard_face_mask(crop_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(N, 68, 2) crop px -> (N, size, size) uint8 {0, 1}, before dilation/feathering.
+    Frames whose landmarks are not finite get an empty mask."""
+    polys = face_polygons(crop_landmarks)
+    out = np.zeros((len(polys), size, size), np.uint8)
+    scale = 1 << SHIFT_BITS
+    for mask, poly in zip(out, polys):  # one cv2 call per frame; no per-pixel Python
+        if not np.isfinite(poly).all():
+            continue
+        hull = cv2.convexHull(np.round(poly * scale).astype(np.int32))
+        cv2.fillPoly(mask, [hull], 1, lineType=cv2.LINE_8, shift=SHIFT_BITS)
+    return out
+
+
+def soften(masks: np.ndarray, dilate: int, feather: int) -> np.ndarray:
+    """Dilate by ``dilate`` px (elliptical kernel) and blur with a (2*feather+1)
+    Gaussian kernel: (N, S, S) uint8/float -> (N, S, S) float32 in [0, 1]."""
+    out = np.empty(masks.shape, np.float32)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+    for i, mask in enumerate(masks):
+        m = mask.astype(np.float32)
+        if dilate > 0:
+            m = cv2.dilate(m, kernel)
+        if feather > 0:
+            m = cv2.GaussianBlur(m, (2 * feather + 1, 2 * feather + 1), 0,
+                                 borderType=cv2.BORDER_CONSTANT)
+        out[i] = m
+    return np.clip(out, 0.0, 1.0)
+
+
+def face_mask(
+    crop_landmarks: np.ndarray, size: int, config: MaskConfig = MaskConfig()
+) -> np.ndarray:
+    """Soft face masks for aligned crops.
+
+    crop_landmarks: (N, 68, 2) landmarks of the original crops, crop pixels ->
+    (N, size, size) float32 in [0, 1] (1 = face)."""
+    dilate, feather = config.resolved(size)
+    return soften(hard_face_mask(crop_landmarks, size), dilate, feather)

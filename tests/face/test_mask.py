@@ -1,0 +1,81 @@
+"""Landmark face mask: region (face + brows + forehead band, not hair/background),
+dilation, feathering, empty masks for frames without landmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s3edit.face.mask import MaskConfig, face_mask, face_polygons, hard_face_mask
+
+SIZE = 256
+
+
+def synthetic_landmarks() -> np.ndarray:
+    """(68, 2) a frontal face in a 256 px crop: jaw ear-to-ear through the chin at
+    (128, 220), brows at y ~ 90, eyes at y 110, nose 100-150, mouth at y 180."""
+    lm = np.zeros((68, 2), np.float32)
+    t = np.linspace(0, np.pi, 17)
+    lm[0:17] = np.stack([128 - 80 * np.cos(t), 110 + 110 * np.sin(t)], -1)
+    lm[17:22] = np.stack([np.linspace(70, 115, 5), [95, 90, 88, 88, 90]], -1)
+    lm[22:27] = np.stack([np.linspace(141, 186, 5), [90, 88, 88, 90, 95]], -1)
+    lm[27:31] = np.stack([np.full(4, 128), np.linspace(100, 140, 4)], -1)
+    lm[31:36] = np.stack([np.linspace(115, 141, 5), np.full(5, 150)], -1)
+    a = np.linspace(0, 2 * np.pi, 7)[:6]
+    lm[36:42] = np.stack([95 + 12 * np.cos(a), 110 + 5 * np.sin(a)], -1)
+    lm[42:48] = np.stack([161 + 12 * np.cos(a), 110 + 5 * np.sin(a)], -1)
+    b = np.linspace(0, 2 * np.pi, 13)[:12]
+    lm[48:60] = np.stack([128 - 25 * np.cos(b), 180 + 10 * np.sin(b)], -1)
+    c = np.linspace(0, 2 * np.pi, 9)[:8]
+    lm[60:68] = np.stack([128 - 15 * np.cos(c), 180 + 4 * np.sin(c)], -1)
+    return lm
+
+
+def test_mask_covers_face_and_forehead_not_background():
+    m = face_mask(synthetic_landmarks()[None], SIZE)
+    assert m.shape == (1, SIZE, SIZE) and m.dtype == np.float32
+    assert m.min() >= 0 and m.max() <= 1
+    m = m[0]
+    for x, y in [(128, 140), (128, 180), (95, 110), (161, 110), (128, 200), (128, 62)]:
+        assert m[y, x] == pytest.approx(1.0, abs=1e-3), (x, y)  # nose, mouth, eyes, chin, forehead
+    for x, y in [(128, 15), (5, 5), (250, 128), (5, 128), (128, 250)]:
+        assert m[y, x] == 0.0, (x, y)  # hair line and above, background, below the chin
+
+
+def test_forehead_band_lifts_brows_upwards():
+    lm = synthetic_landmarks()
+    poly = face_polygons(lm[None])[0]
+    brows_lifted = poly[17:]
+    # brow-to-chin distance ~ 131 px; band 0.35 of it, straight up (chin is below)
+    assert np.allclose(brows_lifted[:, 0], lm[17:27, 0], atol=1e-4)
+    assert np.all(lm[17:27, 1] - brows_lifted[:, 1] > 40)
+
+
+def test_no_dilate_no_feather_is_the_hard_region():
+    lm = synthetic_landmarks()[None]
+    soft = face_mask(lm, SIZE, MaskConfig(dilate=0, feather=0))
+    hard = hard_face_mask(lm, SIZE).astype(np.float32)
+    assert np.array_equal(soft, hard) and set(np.unique(hard)) == {0.0, 1.0}
+
+
+def test_dilation_grows_and_feathering_softens():
+    lm = synthetic_landmarks()[None]
+    areas = [face_mask(lm, SIZE, MaskConfig(dilate=d, feather=0)).sum() for d in (0, 4, 12)]
+    assert areas[0] < areas[1] < areas[2]
+    sharp = face_mask(lm, SIZE, MaskConfig(dilate=8, feather=0))
+    soft = face_mask(lm, SIZE, MaskConfig(dilate=8, feather=8))
+    fractional = lambda m: np.count_nonzero((m > 0.02) & (m < 0.98))  # noqa: E731
+    assert fractional(sharp) == 0 and fractional(soft) > 1000
+
+
+def test_missing_landmarks_give_empty_mask():
+    lm = np.stack([synthetic_landmarks(), np.full((68, 2), np.nan, np.float32)])
+    m = face_mask(lm, SIZE)
+    assert m[0].sum() > 0 and not m[1].any()
+
+
+def test_defaults_scale_with_crop_size():
+    lm = synthetic_landmarks()[None]
+    small = face_mask(lm, SIZE)
+    large = face_mask(lm * 2, 2 * SIZE)
+    assert large.sum() / small.sum() == pytest.approx(4.0, rel=0.03)
