@@ -45,8 +45,12 @@ Layout (format ``s3edit-job``, version ``JOB_VERSION``)::
       edits/<name>/crops/      edited crops, same numbering as align/crops
       edits/<name>/edit.json   what made them (attributes, scales, weights, steps)
 
-Coordinates are pixels with the origin at the top-left corner of the top-left pixel's
-centre (OpenCV's convention). Frame indices count decoded frames from 0.
+The manifest's ``stages.paste`` entry (written by ``paste``) records ``output`` (the
+absolute path of the video it wrote), ``frames``, ``frames_pasted`` and
+``frames_untouched``; ``score JOB`` reads ``output`` from there.
+
+Coordinates are pixels with (0, 0) at the centre of the top-left pixel (OpenCV's
+convention). Frame indices count decoded frames from 0.
 """
 
 from __future__ import annotations
