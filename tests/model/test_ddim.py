@@ -1,0 +1,154 @@
+"""DDIM encode/decode over the real (small) UNet: schedule facts, per-step inversion,
+round trips, batch invariance, precision options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3edit.model import ddim
+from s3edit.model.config import UNetConfig
+from s3edit.model.unet import UNet
+
+# A UNet of DVA's architecture small enough for hundreds of passes in a test.
+MICRO = UNetConfig(
+    image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+    attention_resolutions=(8,), embed_channels=32, cond_channels=16, norm_groups=8, dropout=0.0,
+)
+DATA_VAR = 0.25  # variance of the Gaussian "data" the oracle denoiser is exact for
+
+
+def random_unet(seed: int = 0, dtype=torch.float32) -> UNet:
+    """The UNet with every zero-initialised layer given random weights, so its output
+    depends on x_t, t and cond (a fresh DVA UNet predicts eps = 0 everywhere)."""
+    torch.manual_seed(seed)
+    model = UNet(MICRO).eval()
+    for p in model.parameters():
+        if not p.detach().any():
+            torch.nn.init.normal_(p, std=0.05)
+    return model.to(dtype)
+
+
+def oracle_plus(unet: UNet, weight: float = 0.05):
+    """eps = the exact denoiser of N(0, DATA_VAR) data + weight * UNet: a model whose
+    DDIM trajectories are smooth like a trained model's, with the UNet's dependence on
+    (x_t, t, cond) on top. Adapter over the one contract eps_model(x_t, t, cond)."""
+    alphas = ddim.decode_scheduler(1).alphas_cumprod.double()
+
+    def eps_model(x, t, cond):
+        a = alphas[t].to(x.dtype)[:, None, None, None]
+        exact = (1 - a).sqrt() * x / (a * DATA_VAR + 1 - a)
+        return exact + weight * unet(x, t, cond)
+
+    return eps_model
+
+
+def frames(n: int, dtype=torch.float32, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x0 = (torch.randn(n, 3, 16, 16, generator=g) * DATA_VAR**0.5).clamp(-1, 1)
+    cond = torch.randn(n, MICRO.cond_channels, generator=g)
+    return x0.to(dtype), cond.to(dtype)
+
+
+def test_schedule_is_dvas():
+    sched = ddim.decode_scheduler(100)
+    assert sched.timesteps.tolist() == list(range(990, -1, -10))  # DiffAE's "ddim100"
+    betas = sched.betas.double()
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    assert len(betas) == 1000
+    assert ddim.encode_scheduler(4).timesteps.tolist() == [0, 250, 500, 750]
+
+
+@pytest.mark.parametrize("steps", [1, 7, 100])
+def test_inverse_and_forward_steps_invert_each_other(steps):
+    fwd, inv = ddim.decode_scheduler(steps), ddim.encode_scheduler(steps)
+    g = torch.Generator().manual_seed(0)
+    for t in fwd.timesteps.tolist():
+        x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+        eps = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+        back = inv.step(eps, t, fwd.step(eps, t, x).prev_sample).prev_sample
+        torch.testing.assert_close(back, x, rtol=0, atol=1e-9)
+
+
+def test_decode_is_the_exact_inverse_of_encode_for_a_constant_eps():
+    """With eps independent of x and t the DDIM inversion has no approximation: the
+    round trip is exact, and x_T = sqrt(a_T) x0 + sqrt(1 - a_T) eps."""
+    eps0 = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+
+    def constant(x, t, cond):
+        return eps0.expand_as(x)
+
+    x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    cond = torch.zeros(2, 1, dtype=torch.float64)
+    x_T = ddim.ddim_encode(constant, x0, cond, steps=50)
+    a_T = ddim.decode_scheduler(50).alphas_cumprod[980].double()
+    # (diffusers keeps alphas_cumprod in float32, hence 1e-6 and not 1e-12)
+    torch.testing.assert_close(x_T, a_T.sqrt() * x0 + (1 - a_T).sqrt() * eps0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ddim.ddim_decode(constant, x_T, cond, 50), x0, rtol=0, atol=1e-6)
+
+
+def test_round_trip_converges_with_steps_fp64():
+    model = oracle_plus(random_unet(dtype=torch.float64))
+    x0, cond = frames(1, torch.float64)
+    errors = {}
+    for steps in (10, 40, 160):
+        x_T = ddim.ddim_encode(model, x0, cond, steps)
+        errors[steps] = (ddim.ddim_decode(model, x_T, cond, steps) - x0).abs().max().item()
+        assert x_T.std().item() > 0.5  # x_T is noise-like, not a scaled image
+    assert errors[10] > 2 * errors[40] > 4 * errors[160]  # first order in the step size
+    assert errors[160] < 0.025, errors  # measured 0.020
+
+
+def test_round_trip_fp32_matches_fp64():
+    unet = random_unet()
+    x0, cond = frames(2)
+    model32 = oracle_plus(unet)
+    model64 = oracle_plus(random_unet(dtype=torch.float64))
+    x_T32 = ddim.ddim_encode(model32, x0, cond, 50)
+    x_T64 = ddim.ddim_encode(model64, x0.double(), cond.double(), 50)
+    torch.testing.assert_close(x_T32.double(), x_T64, rtol=0, atol=1e-3)
+    rec32 = ddim.ddim_decode(model32, x_T32, cond, 50)
+    rec64 = ddim.ddim_decode(model64, x_T64, cond.double(), 50)
+    torch.testing.assert_close(rec32.double(), rec64, rtol=0, atol=1e-3)
+
+
+def test_batch_size_does_not_change_results():
+    unet = random_unet()
+    x0, cond = frames(4)
+    t = torch.tensor([0, 10, 500, 990])
+    with torch.no_grad():
+        singles = torch.cat([unet(x0[i:i + 1], t[i:i + 1], cond[i:i + 1]) for i in range(4)])
+        torch.testing.assert_close(singles, unet(x0, t, cond), rtol=0, atol=1e-5)
+    model = oracle_plus(unet)
+    x_T = ddim.ddim_encode(model, x0, cond, 20)
+    singles = torch.cat([ddim.ddim_encode(model, x0[i:i + 1], cond[i:i + 1], 20) for i in range(4)])
+    torch.testing.assert_close(singles, x_T, rtol=0, atol=1e-5)
+    out = ddim.ddim_decode(model, x_T, cond, 20)
+    singles = torch.cat([ddim.ddim_decode(model, x_T[i:i + 1], cond[i:i + 1], 20) for i in range(4)])
+    torch.testing.assert_close(singles, out, rtol=0, atol=1e-5)
+
+
+def test_condition_matters_and_callback_counts_steps():
+    model = oracle_plus(random_unet(), weight=1.0)
+    x0, cond = frames(1)
+    calls = []
+    x_T = ddim.ddim_encode(model, x0, cond, 8, callback=calls.append)
+    a = ddim.ddim_decode(model, x_T, cond, 8, callback=calls.append)
+    b = ddim.ddim_decode(model, x_T, cond + 1, 8)
+    assert sum(calls) == 16
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    model = oracle_plus(random_unet())
+    x0, cond = frames(2)
+    ref = ddim.ddim_encode(model, x0, cond, 10)
+    low = ddim.ddim_encode(model, x0, cond, 10, precision="bf16")
+    assert low.dtype == torch.float32
+    assert (low - ref).abs().max() < 0.05
+    assert ddim.default_precision("cpu") == "fp32" and ddim.default_precision("cuda") == "bf16"
+
+
+def test_steps_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="1..1000"):
+        ddim.decode_scheduler(0)
