@@ -22,7 +22,14 @@ def score_cmd(
         ..., help="Original video, or its job folder (its source video and landmarks)."),
     edited: Path = typer.Argument(
         ..., help="Edited video, or a job folder whose paste stage recorded its output."),
-    id_net: str = typer.Option(DEFAULT_ID_NET, "--id-net", help=f"Identity net: {', '.join(ID_NETS)}."),
+    id_net: str = typer.Option(DEFAULT_ID_NET, "--id-net",
+                               help=f"Identity net: {', '.join(ID_NETS)}, or arcface (the weight set's)."),
+    # --- model issue (encode/edit engineer): attribute heads and the weight set's ArcFace
+    weights: str | None = typer.Option(None, "--weights", "-w",
+                                       help="Weight set for --id-net arcface and TACR/NAPR (default: the edit's)."),
+    attr: str | None = typer.Option(None, "--attr",
+                                    help="Attribute for TACR/NAPR, NAME or NAME=-1 for a removal "
+                                         "(default: the edit EDITED's job pasted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with per-frame values)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a per-frame PNG plot here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
@@ -35,7 +42,10 @@ def score_cmd(
     """
     if plot is not None:
         check_output_path(plot, [original, edited], overwrite)
-    report = score(original, edited, id_net=id_net)
+    from s3edit.pipeline.edit import score_nets  # model issue: TACR/NAPR + arcface
+
+    net, target = score_nets(edited, original, weights=weights, attribute=attr, id_net=id_net)
+    report = score(original, edited, id_net=net or id_net, attr=target)
     if plot is not None:
         write_plot(report, plot)
         console.note(f"wrote {plot}")

@@ -46,7 +46,7 @@ from s3edit.job import Job
 from s3edit.model import ddim
 from s3edit.model.dva import DVA
 from s3edit.model.registry import resolve_weights
-from s3edit.model.weightset import CLASSIFIER_FILE, CONFIG_FILE, MODEL_FILE, WeightSet, load_weight_set
+from s3edit.model.weightset import CLASSIFIER_FILE, CONFIG_FILE, MODEL_FILE, S3_FILE, WeightSet, load_weight_set
 from s3edit.paths import atomic_path
 
 STAGE = "encode"
@@ -101,7 +101,7 @@ def weights_fingerprint(folder: Path) -> str:
     mtime of its tensor files (hashing a 760 MB model on every run would cost seconds;
     any rewrite of the files changes their mtime)."""
     h = hashlib.sha256((folder / CONFIG_FILE).read_bytes())
-    for name in (MODEL_FILE, CLASSIFIER_FILE):
+    for name in (MODEL_FILE, CLASSIFIER_FILE, S3_FILE):
         path = folder / name
         if path.is_file():
             st = path.stat()

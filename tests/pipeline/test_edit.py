@@ -1,0 +1,224 @@
+"""The edit stage: DVA's rule, scale 0 = reconstruction, resume/skip, the CLI on a job
+and end to end on a video (align -> encode -> edit -> paste), and its errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from s3edit.errors import InputError
+from s3edit.job import Job
+from s3edit.model import ddim
+from s3edit.model.weightset import load_weight_set
+from s3edit.pipeline import edit as ed
+from s3edit.pipeline import encode as enc
+from s3edit.s3 import routing
+from s3edit.video.io import probe
+
+
+def _load_encode_tests():
+    """test_encode.py's fixtures (the small weight set, the aligned and encoded example
+    clip); pytest runs with --import-mode=importlib, so load it by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_s3edit_test_encode", Path(__file__).with_name("test_encode.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_enc_tests = _load_encode_tests()
+CROP_SIZE, STEPS = _enc_tests.CROP_SIZE, _enc_tests.STEPS
+small_weights, aligned_master, aligned = _enc_tests.small_weights, _enc_tests.aligned_master, _enc_tests.aligned
+encoded_master, encoded = _enc_tests.encoded_master, _enc_tests.encoded
+
+
+def crops_of(job_root: Path, name: str) -> dict[str, np.ndarray]:
+    folder = job_root / "edits" / name / "crops"
+    return {p.name: cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))}
+
+
+# --- the rule ---------------------------------------------------------------------------
+
+
+def test_parse_attributes():
+    assert ed.parse_attributes(["Eyeglasses"], 0.6) == [("Eyeglasses", 0.6)]
+    assert ed.parse_attributes(["Eyeglasses=0.6", "Smiling=-0.3", "Young"]) == [
+        ("Eyeglasses", 0.6), ("Smiling", -0.3), ("Young", ed.DEFAULT_SCALE)]
+    with pytest.raises(InputError, match="the scale after '=' must be a number"):
+        ed.parse_attributes(["Eyeglasses=lots"])
+    with pytest.raises(InputError, match="given twice"):
+        ed.parse_attributes(["Smiling=0.1", "smiling=0.2"])
+
+
+def test_edit_name():
+    assert ed.edit_name([("Eyeglasses", 0.6)], 100) == "Eyeglasses+0.6__s100"
+    assert ed.edit_name([("Smiling", 0.3), ("Eyeglasses", -0.6)], 20) == "Eyeglasses-0.6_Smiling+0.3__s20"
+    assert ed.edit_name([], 100) == "recon__s100"
+
+
+def test_edited_identity_is_dvas_rule(small_weights):
+    cls = load_weight_set(small_weights).classifier
+    z = torch.nn.functional.normalize(torch.randn(512), dim=0)
+    # one attribute: exactly DVA's script, l2norm(denorm(norm(z) + s·√512·normalize(W[a])))
+    w = cls.weight[cls.names.index("Eyeglasses")]
+    expected = (z - cls.conds_mean[0]) / cls.conds_std[0] + 0.6 * math.sqrt(512) * w / w.norm()
+    expected = torch.nn.functional.normalize(expected * cls.conds_std[0] + cls.conds_mean[0], dim=0)
+    torch.testing.assert_close(ed.edited_identity(z, [("Eyeglasses", 0.6)], cls), expected)
+    # the edit raises the attribute's logit; a negative scale lowers it
+    up = ed.edited_identity(z, [("Eyeglasses", 0.6)], cls)
+    down = ed.edited_identity(z, [("Eyeglasses", -0.6)], cls)
+    logit = lambda v: float(enc.attribute_logits(cls, v[None])[0, cls.names.index("Eyeglasses")])  # noqa: E731
+    assert logit(down) < logit(z) < logit(up)
+    # several attributes: their steps add before the one l2norm; order does not matter
+    a = ed.edited_identity(z, [("Eyeglasses", 0.6), ("Smiling", 0.3)], cls)
+    b = ed.edited_identity(z, [("Smiling", 0.3), ("Eyeglasses", 0.6)], cls)
+    torch.testing.assert_close(a, b)
+    # scale 0 is no edit at all, bit for bit
+    assert ed.edited_identity(z, [("Eyeglasses", 0.0)], cls) is z
+
+
+def test_unknown_attribute_lists_the_closest_names(small_weights):
+    cls = load_weight_set(small_weights).classifier
+    with pytest.raises(InputError, match=r"unknown attribute 'Eyeglass' \(closest: Eyeglasses"):
+        ed.resolve_attributes([("Eyeglass", 0.3)], cls, "tiny")
+    assert ed.resolve_attributes([("eyeglasses", 0.3)], cls, "tiny") == [("Eyeglasses", 0.3)]
+
+
+def test_untuned_cluster_transforms_change_nothing(small_weights):
+    """With S3 routing, an untuned T_k adds exactly 0: DVA's edit (DESIGN §4)."""
+    ws = load_weight_set(small_weights)
+    clusters = routing.cluster_attributes(routing.attribute_embeddings(ws.classifier.weight), ws.classifier.names)
+    router = ed.Router(clusters, routing.ClusterTransforms(clusters.k, 512, 102, 64))
+    z, lnd = torch.nn.functional.normalize(torch.randn(512), dim=0), torch.rand(3, 102)
+    cluster = router.cluster([("Smiling", 0.1), ("Eyeglasses", -0.6)])
+    assert cluster == clusters.route_name("Eyeglasses")
+    with torch.no_grad():
+        torch.testing.assert_close(ed.face_codes(ws.model, z, lnd, router, cluster),
+                                   ed.face_codes(ws.model, z, lnd, None, None), rtol=0, atol=0)
+
+
+# --- the stage ---------------------------------------------------------------------------
+
+
+def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights):
+    recon = ed.edit_job(encoded, [], device="cpu")
+    zero = ed.edit_job(encoded, [("Eyeglasses", 0.0)], device="cpu")
+    edited = ed.edit_job(encoded, [("Eyeglasses", 0.6)], device="cpu")
+    assert recon.name == f"recon__s{STEPS}" and zero.name == f"Eyeglasses+0__s{STEPS}"
+    a, b, c = (crops_of(encoded, r.name) for r in (recon, zero, edited))
+    assert len(a) == recon.frames == len(enc.aligned_frames(Job.open(encoded)).indices)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+    assert next(iter(a.values())).shape == (CROP_SIZE, CROP_SIZE, 3)  # back at the align size
+    # the reconstruction decodes under the encode stage's z_face: equal tensors
+    lat = enc.load_latents(Job.open(encoded))
+    lw = enc.load_weights(small_weights, torch.device("cpu"))
+    index, x_T = next(enc.iter_x_T(lat))
+    z_face = lat.z_face[lat.rows(index)]
+    z_zero = ed.edited_identity(lat.z_id_rep, [("Eyeglasses", 0.0)], lw.ws.classifier)
+    assert torch.equal(z_zero, lat.z_id_rep)
+    out = ddim.ddim_decode(lw.model, x_T, z_face, STEPS)
+    assert np.array_equal(ed.to_uint8(out, CROP_SIZE)[0][..., ::-1], a[f"{int(index[0]):06d}.png"])
+    record = json.loads((recon.folder / ed.EDIT_FILE).read_text())
+    assert record["done"] and record["params"]["steps"] == STEPS
+
+
+def test_edit_skips_when_done_and_resumes_missing_crops(encoded):
+    first = ed.edit_job(encoded, [("Smiling", 0.5)], device="cpu")
+    assert first.decoded == first.frames
+    crops = sorted((first.folder / "crops").glob("*.png"))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in crops}
+    again = ed.edit_job(encoded, [("Smiling", 0.5)], device="cpu")
+    assert again.decoded == 0
+    crops[3].unlink()  # as if interrupted before this crop
+    crops[5].unlink()
+    resumed = ed.edit_job(encoded, [("Smiling", 0.5)], device="cpu")
+    assert resumed.decoded == 2
+    assert all(p.stat().st_mtime_ns == mtimes[p.name] for p in crops if p.exists() and p not in (crops[3], crops[5]))
+
+
+def test_edit_of_an_aligned_job_encodes_first(aligned, small_weights):
+    result = ed.edit_job(aligned, [("Young", -0.4)], weights=small_weights, steps=2, device="cpu")
+    job = Job.open(aligned)
+    assert job.is_done("encode") and job.stage("encode")["params"]["steps"] == 2
+    assert result.name == "Young-0.4__s2" and result.decoded == result.frames
+
+
+def test_cli_edit_job(cli, encoded, tmp_path):
+    result = cli("edit", str(encoded), "--attr", "Eyeglasses=0.6", "--attr", "Smiling=0.3",
+                 "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["edit"] == f"Eyeglasses+0.6_Smiling+0.3__s{STEPS}" and summary["video"] is None
+    result = cli("edit", str(encoded), "--attr", "Eyeglasses", "--scale", "-0.6", "--device", "cpu",
+                 "-o", str(tmp_path / "out.mp4"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out.mp4").is_file() and (encoded / "edits" / f"Eyeglasses-0.6__s{STEPS}").is_dir()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attr", "Eyeglass"], "unknown attribute 'Eyeglass' (closest: Eyeglasses"),
+    (["--attr", "Smiling=big"], "the scale after '=' must be a number"),
+    (["--attr", "Smiling", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--attr", "Smiling", "--device", "cuda"] if not torch.cuda.is_available() else ["--attr", "Smiling", "--device", "tpu"],
+     "cuda was asked for" if not torch.cuda.is_available() else "unknown device"),
+])
+def test_cli_edit_errors(cli, encoded, args, message):
+    result = cli("edit", str(encoded), *args)
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_edit_refuses_to_overwrite(cli, encoded, tmp_path):
+    out = tmp_path / "taken.mp4"
+    out.write_bytes(b"mine")
+    result = cli("edit", str(encoded), "--attr", "Smiling", "--device", "cpu", "-o", str(out))
+    assert result.exit_code == 1 and "already exists; pass --overwrite" in result.stderr
+    assert out.read_bytes() == b"mine"
+
+
+def test_cli_edit_folder_that_is_not_a_job(cli, tmp_path):
+    result = cli("edit", str(tmp_path), "--attr", "Smiling")
+    assert result.exit_code == 1 and "is not an s3edit job folder" in result.stderr
+
+
+# --- end to end ------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # ~70 s of CPU: align, encode and two edits of 50 frames, two pastes, score
+def test_edit_video_end_to_end_and_rerun_skips_align_and_encode(cli, example_clip, small_weights, tmp_path):
+    job_dir, out1, out2 = tmp_path / "astro.s3job", tmp_path / "glasses.mp4", tmp_path / "glasses2.mp4"
+    args = ["--weights", str(small_weights), "--steps", "3", "--device", "cpu", "--job", str(job_dir)]
+    result = cli("edit", str(example_clip), "--attr", "Eyeglasses", "--scale", "0.6", "-o", str(out1),
+                 "--size", str(CROP_SIZE), *args)
+    assert result.exit_code == 0, result.stderr
+    src, dst = probe(example_clip), probe(out1)
+    assert dst.n_frames == src.n_frames and dst.has_audio
+    assert abs(dst.fps - src.fps) < 1e-6 and (dst.width, dst.height) == (src.width, src.height)
+    job = Job.open(job_dir)
+    stamps = {s: job.stage(s) for s in ("align", "encode")}
+    latents = {p.name: p.stat().st_mtime_ns for p in job.latents_dir.iterdir()}
+    result = cli("edit", str(example_clip), "--attr", "Eyeglasses", "--scale", "0.3", "-o", str(out2), *args)
+    assert result.exit_code == 0, result.stderr
+    job = Job.open(job_dir)
+    assert {s: job.stage(s) for s in ("align", "encode")} == stamps
+    assert latents == {p.name: p.stat().st_mtime_ns for p in job.latents_dir.iterdir()}
+    assert probe(out2).n_frames == src.n_frames
+    assert (job_dir / "edits" / "Eyeglasses+0.3__s3" / "crops").is_dir()
+    assert job.stage("align")["params"]["size"] == CROP_SIZE
+    # score: TACR/NAPR from the weight set's heads for the edit the job pasted, and the
+    # weight set's identity encoder as the ID net
+    result = cli("score", str(job_dir), str(out2), "--id-net", "arcface", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["attribute"] == "Eyeglasses" and 0 <= report["tacr"] <= 1 and 0 <= report["napr"] <= 1
+    assert "z_id of weight set 'tiny-test-0'" in report["id_net"]
+    assert 0 < report["id_preserve"] <= 1.0001
