@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import os
 
-import click
 import typer
+from typer import _click as click  # typer vendors click: its exceptions are these
 from typer.core import TyperGroup
 
 from s3edit import __version__, console
 from s3edit.errors import S3EditError
 
 DEBUG_ENV = "S3EDIT_DEBUG"
+INTERNAL_ERROR_EXIT = 3
 
 
-class UserFacingError(click.ClickException):
-    """A one-line error for the terminal (exit code 1, or 3 for internal errors)."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:  # noqa: D401 - click API
-        click.echo(f"error: {self.format_message()}", err=True)
+def fail(message: str, exit_code: int = 1) -> typer.Exit:
+    """Print ``error: message`` as one line on stderr; return the Exit to raise."""
+    click.echo(f"error: {message}", err=True)
+    return typer.Exit(exit_code)
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -35,28 +31,29 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 class ErrorBoundaryGroup(TyperGroup):
-    """Turns known exceptions into one clear line and a nonzero exit."""
+    """Turns known exceptions into one clear line and a nonzero exit (the traceback
+    only with S3EDIT_DEBUG=1)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, typer.Exit, typer.Abort):
             raise
         except S3EditError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise UserFacingError(str(exc), exc.exit_code) from exc
+            raise fail(str(exc), exc.exit_code) from exc
         except OSError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise UserFacingError(_describe_os_error(exc)) from exc
+            raise fail(_describe_os_error(exc)) from exc
         except Exception as exc:  # a bug: say so briefly, traceback on request
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise UserFacingError(
+            raise fail(
                 f"internal error ({type(exc).__name__}: {exc}); rerun with {DEBUG_ENV}=1 "
                 "for the traceback and please report it",
-                exit_code=3,
+                INTERNAL_ERROR_EXIT,
             ) from exc
 
 
@@ -92,6 +89,28 @@ def _root(
 
 
 # --- commands (one file per group; only commands that work are registered) ---
+from s3edit.cli.weights import weights_app  # noqa: E402
+
+app.add_typer(weights_app, name="weights")
+from s3edit.cli.score import score_cmd  # noqa: E402
+
+app.command("score")(score_cmd)
+from s3edit.cli.align import align_cmd  # noqa: E402
+
+app.command("align")(align_cmd)
+
+from s3edit.cli.paste import paste_cmd  # noqa: E402
+
+app.command("paste")(paste_cmd)
+from s3edit.cli.tune import tune_cmd  # noqa: E402
+
+app.command("tune")(tune_cmd)
+from s3edit.cli.encode import encode_cmd  # noqa: E402
+
+app.command("encode")(encode_cmd)
+from s3edit.cli.edit import edit_cmd  # noqa: E402
+
+app.command("edit")(edit_cmd)
 
 
 def main() -> None:

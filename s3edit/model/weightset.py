@@ -10,6 +10,12 @@ documented.
       classifier.safetensors optional attribute heads on normalised z_id:
                              ``weight`` (A, id_dim), ``bias`` (A,),
                              ``conds_mean`` (1, id_dim), ``conds_std`` (1, id_dim)
+      s3.safetensors         only in a set made by ``s3edit tune --objective s3``: the
+                             S3Editor cluster transforms T_k, keys of
+                             ``ClusterTransforms.state_dict()`` (``transforms.{k}.0.weight``
+                             (H, id_dim+102), ``transforms.{k}.0.bias`` (H,),
+                             ``transforms.{k}.2.weight`` (face_dim, H), ``transforms.{k}.2.bias``);
+                             described by config.json "s3" (``s3edit.s3.selftrain.s3_record``)
 
 config.json::
 
@@ -22,7 +28,10 @@ config.json::
                                       # spelling); [] without a classifier
       "source": {...},                # where the tensors came from (free-form)
       "licence": "...",               # the licence of the weights
-      "s3": null                      # S3Editor routing/sparsity state (the S3 stage)
+      "s3": null                      # S3Editor routing/sparsity state: null for a plain
+                                      # DVA set; else {"K", "q", "Q", "groups_zeroed",
+                                      # "zeroed_per_cluster", "clusters", "hidden", ...}
+                                      # (``s3edit.s3.selftrain.s3_record``)
     }
 
 Any further top-level keys are kept in ``WeightSet.meta`` and written back unchanged.
@@ -52,6 +61,7 @@ VERSION = 1
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 CLASSIFIER_FILE = "classifier.safetensors"
+S3_FILE = "s3.safetensors"  # S3Editor transforms (tuned sets only)
 CLASSIFIER_KEYS = ("weight", "bias", "conds_mean", "conds_std")
 SHOW = 5  # names listed in an error message
 
@@ -107,6 +117,7 @@ class WeightSet:
     model: DVA
     classifier: Classifier | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    s3_tensors: dict[str, torch.Tensor] | None = None  # s3.safetensors, when present
 
     @property
     def name(self) -> str:
@@ -133,6 +144,7 @@ def write_weight_set_files(
     classifier: dict[str, torch.Tensor] | None,
     *,
     overwrite: bool = False,
+    s3_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a weight set folder atomically: the files go to a hidden sibling folder
     that replaces ``directory`` only when complete. Low level: ``save_weight_set`` and
@@ -148,6 +160,8 @@ def write_weight_set_files(
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
         if classifier is not None:
             save_file(classifier, str(tmp / CLASSIFIER_FILE), metadata={"format": FORMAT})
+        if s3_tensors is not None:
+            save_file(s3_tensors, str(tmp / S3_FILE), metadata={"format": FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(config_json, indent=2) + "\n")
         if directory.exists():
             old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
@@ -188,8 +202,10 @@ def save_weight_set(
     *,
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
+    s3_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` (and ``classifier``) as a weight set folder (format above).
+    """Write ``model`` (and ``classifier``, and S3Editor's ``s3_tensors``) as a weight
+    set folder (format above).
 
     meta: name, source, licence, s3 and any extra keys for config.json. ``dtype``
     (e.g. torch.float16) stores floating tensors in that precision."""
@@ -201,6 +217,7 @@ def save_weight_set(
     return write_weight_set_files(
         directory, config_json(config, meta, names), _tensors_for_disk(model.state_dict(), dtype),
         cls_tensors, overwrite=overwrite,
+        s3_tensors=None if s3_tensors is None else _tensors_for_disk(s3_tensors, None),
     )
 
 
@@ -307,4 +324,8 @@ def load_weight_set(
     if (directory / CLASSIFIER_FILE).is_file():
         classifier = load_classifier(directory / CLASSIFIER_FILE, attributes, config.id_dim, device, dtype or torch.float32)
     meta = {k: v for k, v in data.items() if k not in ("format", "version", "model")}
-    return WeightSet(config=config, model=model, classifier=classifier, meta=meta)
+    s3_tensors = None
+    if (directory / S3_FILE).is_file():
+        _file_shapes(directory / S3_FILE)  # a damaged file: one clear WeightsError
+        s3_tensors = {k: _cast(v, dtype) for k, v in load_file(str(directory / S3_FILE), device=str(device)).items()}
+    return WeightSet(config=config, model=model, classifier=classifier, meta=meta, s3_tensors=s3_tensors)

@@ -1,0 +1,195 @@
+"""S3Editor's ablations on your footage: tune one weight set per configuration, edit the
+clip with each, score each edit, print tables shaped like the paper's.
+
+    python benchmarks/ablation.py --weights dva --attr Eyeglasses          # GPU, real model
+    python benchmarks/ablation.py --quick                                  # CPU smoke run
+    python benchmarks/ablation.py --clip my.mp4 --weights my-set --steps 500 --json out.json
+
+Tables (every row is ``s3edit tune`` with these switches, then ``edit`` + ``score``):
+
+1. components: baseline (DVA's loss only: --no-self-train --no-routing --sparsity 0),
+   +ST (self-training, K = 1, q = 0), +ST+SDA (routing, K = 5, q = 0), +ST+SDA+SL
+   (K = 5, q = 0.1: S3Editor);
+2. clusters K ∈ {2, 3, 5, 10} (self-training, q = 0.1);
+3. sparsity q ∈ {0, 0.1, 0.3, 0.5} (self-training, K = 5).
+Identical configurations run once. Columns: TL-ID, TG-ID, ID-Preserve, TACR, NAPR
+(``s3edit.pipeline.score``). The identity net of the metrics is ``--id-net`` (dlib's by
+default); TACR/NAPR use the STARTING weight set's attribute heads for every row, so all
+rows are judged alike.
+
+``--quick``: 8 frames, 6 tune steps, 5 DDIM steps; without ``--weights`` it builds a
+tiny random model (tiny-32, dlib identity net, random attribute heads): that checks the
+machinery end to end in minutes on a CPU, its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CLIP = ROOT / "examples" / "astronaut.mp4"
+COLUMNS = ("tl_id", "tg_id", "id_preserve", "tacr", "napr")
+HEADERS = ("TL-ID", "TG-ID", "ID-Preserve", "TACR", "NAPR")
+PAPER = {  # DESIGN §5 (VoxCeleb, 256²)
+    "DVA (paper)": (0.9941, 0.9923, 0.9169, 0.046, 0.9460),
+    "S3Editor (paper)": (0.9986, 0.9972, 0.9456, 0.066, 0.9561),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One tune configuration."""
+
+    self_train: bool
+    routing: bool
+    clusters: int
+    sparsity: float
+
+    @property
+    def key(self) -> str:
+        k = self.clusters if self.routing else 1
+        return f"st{int(self.self_train)}_k{k}_q{self.sparsity:g}"
+
+
+def tables() -> dict[str, list[tuple[str, Row]]]:
+    """The paper's three ablations (module docstring)."""
+    return {
+        "components": [
+            ("baseline", Row(False, False, 1, 0.0)),
+            ("+ST", Row(True, False, 1, 0.0)),
+            ("+ST+SDA", Row(True, True, 5, 0.0)),
+            ("+ST+SDA+SL", Row(True, True, 5, 0.1)),
+        ],
+        "clusters": [(f"K={k}", Row(True, True, k, 0.1)) for k in (2, 3, 5, 10)],
+        "sparsity": [(f"q={q:g}", Row(True, True, 5, q)) for q in (0.0, 0.1, 0.3, 0.5)],
+    }
+
+
+def tiny_random_weights(folder: Path) -> Path:
+    """--quick without --weights: tiny-32 with dlib's identity net, random heads."""
+    from s3edit.model.attributes import CELEBA_ATTRIBUTES
+    from s3edit.model.config import preset
+    from s3edit.model.dva import build_dva
+    from s3edit.model.weightset import Classifier, save_weight_set
+
+    torch.manual_seed(0)
+    config = preset("tiny-32")
+    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", 128, "external"
+    model = build_dva(config).eval()
+    for name, p in model.named_parameters():
+        if not name.startswith("encoder.idnet.") and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.02)
+    g = torch.Generator().manual_seed(0)
+    classifier = Classifier(torch.randn(40, 128, generator=g), torch.randn(40, generator=g),
+                            torch.randn(1, 128, generator=g) * 0.01, torch.full((1, 128), 0.05),
+                            list(CELEBA_ATTRIBUTES))
+    return save_weight_set(folder, model, classifier=classifier, meta={"name": "tiny-random"}, overwrite=True)
+
+
+def run_row(row: Row, args, job, weights: Path, judge, work: Path) -> dict[str, float]:
+    """tune -> edit -> paste -> score for one configuration."""
+    from s3edit.model.train import TrainConfig
+    from s3edit.pipeline.edit import edit_job
+    from s3edit.pipeline.paste import PasteConfig, paste_video
+    from s3edit.pipeline.score import AttributeTarget, score
+    from s3edit.pipeline.tune import tune
+    from s3edit.s3.selftrain import S3Config
+
+    tuned = work / row.key
+    s3 = S3Config(self_train=row.self_train, routing=row.routing, clusters=row.clusters, sparsity=row.sparsity)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    started = time.perf_counter()
+    tune([job.root], tuned, base=str(weights), cfg=cfg, s3=s3, overwrite=True)
+    result = edit_job(job, [(args.attr, args.scale)], weights=tuned, steps=args.decode_steps,
+                      batch_size=args.batch_size)
+    video = paste_video(job, work / f"{row.key}.mp4",
+                        PasteConfig(edit=result.name, overwrite=True, max_frames=args.frames)).output
+    target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
+    report = score(job.root, video, id_net=args.id_net, attr=target)
+    values = {c: getattr(report, c) for c in COLUMNS}
+    values["seconds"] = time.perf_counter() - started
+    return values
+
+
+def fmt(value) -> str:
+    return "     -" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def print_tables(results: dict[str, dict[str, float]]) -> None:
+    width = 18
+    head = f"{'':<{width}}" + "".join(f"{h:>13}" for h in HEADERS)
+    for title, rows in tables().items():
+        print(f"\n{title}\n{head}")
+        for label, row in rows:
+            values = results.get(row.key, {})
+            print(f"{label:<{width}}" + "".join(f"{fmt(values.get(c)):>13}" for c in COLUMNS))
+    print(f"\npaper (VoxCeleb, 256 px)\n{head}")
+    for label, values in PAPER.items():
+        print(f"{label:<{width}}" + "".join(f"{v:>13.4f}" for v in values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clip", type=Path, default=EXAMPLE_CLIP)
+    parser.add_argument("--weights", help="starting weight set (name or folder, with attribute heads)")
+    parser.add_argument("--attr", default="Eyeglasses")
+    parser.add_argument("--scale", type=float, default=0.3)
+    parser.add_argument("--steps", type=int, default=500, help="tune steps per configuration")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--decode-steps", type=int, default=50, help="DDIM steps of encode/edit")
+    parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--id-net", default="dlib-cpp", help="identity net of the metrics")
+    parser.add_argument("--work", type=Path, default=None, help="keep tuned sets, jobs and videos here")
+    parser.add_argument("--only", choices=list(tables()), help="run one table only")
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run (module docstring)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    if args.quick:
+        args.frames, args.steps, args.decode_steps, args.batch_size = args.frames or 8, 6, 5, 2
+        args.lr = 2e-3
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    work = args.work or Path(tempfile.mkdtemp(prefix="s3edit-ablation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    run_all(args, work)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args, work: Path) -> None:
+    from s3edit.model.registry import resolve_weights
+    from s3edit.pipeline.align import align_video
+    from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
+
+    weights = resolve_weights(args.weights) if args.weights else (
+        tiny_random_weights(work / "tiny-random") if args.quick else resolve_weights(None))
+    base = load_weights(weights, pick_device("auto"))
+    job = align_video(args.clip, work / "clip.s3job", size=max(base.size, 64), max_frames=args.frames)
+    judge = WeightSetFaces(base)  # the starting set's heads judge every row
+    chosen = {args.only: tables()[args.only]} if args.only else tables()
+    results: dict[str, dict[str, float]] = {}
+    for rows in chosen.values():
+        for label, row in rows:
+            if row.key not in results:
+                print(f"[{row.key}] {label} ...", flush=True)
+                results[row.key] = run_row(row, args, job, weights, judge, work)
+    print(f"\nclip {args.clip.name}, weights {weights.name}, attribute {args.attr} {args.scale:+g}, "
+          f"{args.steps} tune steps, {args.decode_steps} DDIM steps, id net {args.id_net}")
+    print_tables(results)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

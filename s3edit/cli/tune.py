@@ -1,0 +1,51 @@
+"""``s3edit tune``: adapt a weight set to your footage (S3Editor self-training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from s3edit.model.train import TrainConfig
+from s3edit.pipeline.tune import format_report, tune
+from s3edit.s3.selftrain import S3Config
+
+
+def tune_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Videos or job folders to train on."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the new weight set."),
+    base: str = typer.Option(None, "--from", help="Weight set to start from (name or folder)."),
+    preset: str = typer.Option(None, "--preset", help="Train anew from a model preset (small-64, tiny-32, dva-256)."),
+    objective: str = typer.Option("s3", "--objective", help="s3 (S3Editor self-training) or dva (DVA's loss only)."),
+    self_train: bool = typer.Option(True, "--self-train/--no-self-train", help="Pseudo-edit losses (off: DVA's loss only)."),
+    routing: bool = typer.Option(True, "--routing/--no-routing", help="One transform per attribute cluster (off: K = 1)."),
+    clusters: int = typer.Option(5, "--clusters", min=1, help="K, attribute clusters (K-means)."),
+    sparsity: float = typer.Option(0.1, "--sparsity", min=0.0, max=1.0, help="q: zero floor(q*7K) landmark groups (0: none)."),
+    train_what: str = typer.Option("all", "--train", help="all (transforms + fusion + UNet) or transforms."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible and resumable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output weight set."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train a weight set on footage; rerun the same command to resume.
+
+    Example: s3edit tune clip.mp4 --from dva -o dva-clip --steps 500
+
+    Many processes (CPUs or GPUs): torchrun --nproc_per_node 4 -m s3edit.cli.app tune clip.mp4 --from dva -o dva-clip
+    (or, on GPUs, accelerate launch --multi_gpu --num_processes 4 -m s3edit.cli.app tune ...)
+    """
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
+    result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3, overwrite=overwrite)
+    if not result.is_main:
+        return
+    if as_json:
+        summary = {"output": str(result.output), "objective": result.objective, "steps": result.steps,
+                   "frames": result.frames, "first": result.first, "last": result.last,
+                   "before": result.before, "after": result.after, "s3": result.s3}
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo("\n".join(format_report(result)))

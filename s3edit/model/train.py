@@ -1,0 +1,388 @@
+"""The training loop, and DVA's objective (DESIGN §3; Kim et al., CVPR 2023, Eq. 4-5).
+
+DVA's objective, per step, for a batch of aligned crops x0 (B, 3, S, S) in [-1, 1]:
+
+1. semantics: z_face = fuse(z_id, z_lnd). The identity and landmark encoders are frozen
+   (as in DVA), so z_id and z_lnd are computed once for the whole data set; the fusion
+   Linear and the UNet learn.
+2. one timestep t ~ U{0..T-1} per frame and two independent noises eps1, eps2:
+   x_t^k = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps_k.
+3. loss = |eps_theta(x_t^1) - eps1| + |eps_theta(x_t^2) - eps2|            (L_simple, L1)
+        + face_weight * |m * (x0_hat^1 - x0_hat^2)|                          (L_reg)
+   where x0_hat^k = (x_t^k - sqrt(1 - abar_t) eps_theta(x_t^k)) / sqrt(abar_t) and m is
+   the face mask: the two predictions must agree on the face whatever the noise, which
+   keeps face information out of x_T.
+
+The loop (``train``) takes an *objective*: an ``nn.Module`` whose ``forward(batch)``
+returns a dict of loss terms with the total under ``"loss"``, and whose ``draw(gen, B)``
+draws the random numbers of one global batch (``DVAObjective`` here, S3Editor's
+``s3edit.s3.selftrain.S3Objective``). Every loss term is a mean over the samples.
+
+Scale-out is Hugging Face Accelerate's (DDP; gloo on CPU, NCCL on GPUs): the same code
+runs on one CPU, one GPU or ``accelerate launch --num_processes N`` / ``torchrun``.
+Each step draws the random numbers of the whole global batch (``cfg.batch_size`` rows)
+from a generator seeded by (seed, step), identically on every process, and process r
+takes rows [r·b, (r+1)·b) with b = batch_size / processes; DDP averages the gradients.
+Since every term is a per-sample mean over equal shards, N processes compute the same
+update as one process with the same global batch (up to float summation order; exact
+for models without dropout, whose masks are drawn per process). An interrupted run
+resumes from its checkpoint to the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from s3edit.errors import InputError
+from s3edit.face.mask import face_mask
+from s3edit.model.data import CropData
+from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS, decode_scheduler
+from s3edit.model.dva import DVA
+from s3edit.paths import atomic_path, write_json_atomic
+
+ENCODER_FROZEN = ("encoder.idnet.", "encoder.lndnet.", "encoder.bgnet.")
+STATE_FILE = "state.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+INFO_FILE = "train.json"
+SEED_STRIDE = 1_000_003  # step generators are seeded by seed * SEED_STRIDE + step
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 16  # the global batch: split over the processes
+    lr: float = 1e-4
+    ema_decay: float = 0.999  # the EMA's final decay (it ramps up: ``ema_decay_at``)
+    grad_clip: float = 1.0
+    face_weight: float = 1.0  # weight of L_reg (DVA uses 1)
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[dict[str, float]]  # every loss term per step of this run (all processes' mean)
+    ema: DVA
+    extra: dict[str, Any] = field(default_factory=dict)  # objective-specific facts
+
+    def total(self) -> list[float]:
+        return [parts["loss"] for parts in self.losses]
+
+
+@dataclass
+class Semantics:
+    """Frozen per-frame encoder outputs: z_id (N, id_dim), z_lnd (N, 102), mask (N, 1, S, S),
+    and the crop landmarks in [0, 1] lnd01 (N, 68, 2) (the dlib identity net cuts its chip
+    by them)."""
+
+    z_id: Tensor
+    z_lnd: Tensor
+    mask: Tensor
+    lnd01: Tensor
+
+    def per_frame(self, data: CropData) -> dict[str, Tensor]:
+        """What a batch reads per frame, by name."""
+        return {"x0": data.crops, "z_id": self.z_id, "z_lnd": self.z_lnd, "mask": self.mask, "lnd01": self.lnd01}
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def freeze_encoders(model: DVA) -> None:
+    """The identity/landmark/parser nets never learn (DVA); ``requires_grad`` off also
+    keeps DDP from waiting for their gradients."""
+    for name, p in model.named_parameters():
+        if name.startswith(ENCODER_FROZEN):
+            p.requires_grad_(False)
+
+
+def trainable_parameters(model: DVA) -> list[nn.Parameter]:
+    """UNet + fusion; the frozen encoders stay as they are."""
+    return [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(ENCODER_FROZEN)]
+
+
+@torch.no_grad()
+def precompute_semantics(model: DVA, data: CropData, batch_size: int = 64,
+                         device: torch.device | str | None = None) -> Semantics:
+    """z_id, z_lnd and the face mask of every crop, on ``device`` (default: the model's),
+    returned on the CPU."""
+    device = device or next(model.parameters()).device
+    external = model.encoder.lndnet is None
+    lnd01 = (data.landmarks + 0.5) / data.size  # pixel-centre crop px -> [0, 1]
+    z_id, z_lnd, masks = [], [], []
+    for start in range(0, len(data), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(data)))
+        x = data.frames(index).to(device)
+        lnd = data.landmarks[index]
+        z_id.append(model.z_id(x, lnd01[index].to(device)).float().cpu())
+        z_lnd.append(model.z_lnd(x, lnd01[index].to(device) if external else None).float().cpu())
+        if model.has_face_parser:
+            masks.append(model.face_mask(x).float().cpu())
+        else:
+            masks.append(torch.from_numpy(face_mask(lnd.numpy(), data.size))[:, None].float())
+    return Semantics(torch.cat(z_id), torch.cat(z_lnd), torch.cat(masks), lnd01.float())
+
+
+def noisy(x0: Tensor, eps: Tensor, a: Tensor) -> Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; a = abar_t as (B, 1, 1, 1)."""
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def predict_x0(x_t: Tensor, eps_pred: Tensor, a: Tensor) -> Tensor:
+    """One-step x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)."""
+    return (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
+
+
+def dva_terms(pred1, pred2, x_t1, x_t2, eps1, eps2, mask, a) -> dict[str, Tensor]:
+    """DVA's L_simple and L_reg from the two predictions (module docstring)."""
+    simple = F.l1_loss(pred1, eps1) + F.l1_loss(pred2, eps2)
+    reg = (mask * (predict_x0(x_t1, pred1, a) - predict_x0(x_t2, pred2, a))).abs().mean()
+    return {"simple": simple, "reg": reg}
+
+
+def dva_loss(model: DVA, x0, z_face, mask, t, eps1, eps2, abar) -> dict[str, Tensor]:
+    """DVA's loss for one batch (module docstring). Shapes: x0, eps1, eps2 (B, 3, S, S);
+    z_face (B, face_dim); mask (B, 1, S, S); t (B,) int64; abar (T,)."""
+    a = abar[t].view(-1, 1, 1, 1)
+    x_t1, x_t2 = noisy(x0, eps1, a), noisy(x0, eps2, a)
+    pred = model(torch.cat([x_t1, x_t2]), torch.cat([t, t]), torch.cat([z_face, z_face]))
+    pred1, pred2 = pred.chunk(2)
+    return dva_terms(pred1, pred2, x_t1, x_t2, eps1, eps2, mask, a)
+
+
+def alphas_cumprod() -> Tensor:
+    """DVA's schedule abar_t, (T,) float32 (from diffusers' scheduler)."""
+    return decode_scheduler(1).alphas_cumprod.float()
+
+
+class DVAObjective(nn.Module):
+    """DVA's objective as a module (what DDP wraps): ``forward(batch) -> {"loss",
+    "simple", "reg"}``. ``batch`` holds x0, z_id, z_lnd, mask and ``draw``'s t, eps1, eps2."""
+
+    name = "dva"
+
+    def __init__(self, model: DVA, face_weight: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.face_weight = face_weight
+        self.register_buffer("abar", alphas_cumprod(), persistent=False)
+
+    def draw(self, gen: torch.Generator, batch: int, num_frames: int, shape: tuple[int, ...]) -> dict[str, Tensor]:
+        """The random numbers of one global batch (CPU): frame index, t, eps1, eps2."""
+        return {
+            "index": torch.randint(num_frames, (batch,), generator=gen),
+            "t": torch.randint(NUM_TRAIN_TIMESTEPS, (batch,), generator=gen),
+            "eps1": torch.randn((batch, *shape), generator=gen),
+            "eps2": torch.randn((batch, *shape), generator=gen),
+        }
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        z_face = self.model.fuse(batch["z_id"], batch["z_lnd"])
+        parts = dva_loss(self.model, batch["x0"], z_face, batch["mask"], batch["t"],
+                         batch["eps1"], batch["eps2"], self.abar)
+        return {"loss": parts["simple"] + self.face_weight * parts["reg"], **parts}
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed."""
+        return {"objective": self.name}
+
+
+EMA_WARMUP = 10  # decay_t = min(decay, (1 + t) / (EMA_WARMUP + t)): TF's num_updates rule
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA decay after ``step`` updates: ramps up from 0.1, so a short tune (a few
+    hundred steps) is not left at its starting weights by a 0.999 decay."""
+    return min(decay, (1 + step) / (EMA_WARMUP + step))
+
+
+@torch.no_grad()
+def ema_update(ema: DVA, model: DVA, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def save_checkpoint(folder: Path, step: int, objective: nn.Module, ema: DVA, opt, info: dict) -> None:
+    """``state.safetensors`` (objective + EMA tensors), ``optimizer.pt``, ``train.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"objective.{k}": v for k, v in objective.state_dict().items()}
+    state |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    with atomic_path(folder / STATE_FILE) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    with atomic_path(folder / OPTIMIZER_FILE) as tmp:
+        torch.save(opt.state_dict(), tmp)
+    write_json_atomic(folder / INFO_FILE, {**info, "step": step})
+
+
+def load_checkpoint(folder: Path, objective: nn.Module, ema: DVA, opt, info: dict) -> int:
+    """The step to resume from (0 when there is no checkpoint made with the same ``info``)."""
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        return 0
+    saved = json.loads(info_path.read_text())
+    if {k: v for k, v in saved.items() if k != "step"} != json.loads(json.dumps(info)):
+        return 0
+    device = next(objective.parameters()).device
+    state = load_file(str(folder / STATE_FILE), device=str(device))
+    objective.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("objective.")})
+    ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+    opt.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location=device))
+    return int(saved["step"])
+
+
+# --- distribution (Hugging Face Accelerate) -------------------------------------------------
+
+
+def make_accelerator(cpu: bool = False):
+    """An ``accelerate.Accelerator`` for the launch environment (one process when not
+    launched by ``accelerate launch``/``torchrun``). Unused parameters are allowed:
+    a step trains only the transforms of the clusters its pseudo-edits drew."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # torchrun on a machine without CUDA: Accelerate takes the processes as one
+    # distributed CPU job (gloo) only when told to use the CPU.
+    cpu = cpu or ("LOCAL_RANK" in os.environ and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def shard(draws: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+    """Rows [rank·b, (rank+1)·b) of every global-batch tensor, b = rows / world."""
+    b = next(iter(draws.values())).shape[0] // world
+    return {k: v[rank * b:(rank + 1) * b] for k, v in draws.items()}
+
+
+def check_batch(batch_size: int, world: int) -> int:
+    if batch_size % world:
+        raise InputError(f"--batch-size {batch_size} does not split evenly over {world} processes; "
+                         f"use a multiple of {world}.")
+    return batch_size // world
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train(
+    objective: nn.Module,
+    data: CropData,
+    sem: Semantics,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    optimizer: torch.optim.Optimizer,
+    *,
+    accelerator=None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    frame_extras: dict[str, Tensor] | None = None,
+) -> TrainResult:
+    """Train ``objective`` (its ``model`` is a DVA; module docstring) in place; returns
+    the EMA copy of the DVA. ``optimizer`` holds the trainable parameters; a DHSPG
+    optimizer (``s3edit.s3.dhspg``) gets each step's loss through ``report`` once its
+    groups are zero, and its best iterate is restored at the end. ``frame_extras``:
+    more per-frame tensors (N, ...) the objective reads by name. ``on_step(step,
+    parts)`` runs on the main process only."""
+    acc = accelerator or make_accelerator()
+    world, rank = acc.num_processes, acc.process_index
+    per_process = check_batch(cfg.batch_size, world)
+    model: DVA = objective.model
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    info = {"config": asdict(cfg), "objective": objective.describe(), "world_size": world}
+    start = load_checkpoint(checkpoint_dir, objective, ema, optimizer, info)
+    wrapped = acc.prepare(objective)
+    per_frame = {**sem.per_frame(data), **(frame_extras or {})}
+    sparse = getattr(optimizer, "num_sparse", 0) > 0
+    wrapped.train()
+    losses: list[dict[str, float]] = []
+    for step in range(start, cfg.steps):
+        gen = torch.Generator().manual_seed(cfg.seed * SEED_STRIDE + step)
+        torch.manual_seed(cfg.seed * SEED_STRIDE + step + rank)  # dropout
+        draws = objective.draw(gen, cfg.batch_size, len(data), tuple(data.crops.shape[1:]))
+        mine = shard(draws, rank, world)
+        batch = {k: v.to(acc.device) for k, v in mine.items()}
+        batch |= {k: v[mine["index"]].to(acc.device) for k, v in per_frame.items()}
+        parts = wrapped(batch)
+        optimizer.zero_grad(set_to_none=True)
+        acc.backward(parts["loss"])
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(params, cfg.grad_clip)
+        means = mean_over_processes(acc, parts)
+        if not math.isfinite(means["loss"]):
+            raise FloatingPointError(f"training loss became {means['loss']} at step {step}")
+        if sparse and optimizer.num_zero_groups() == optimizer.num_sparse:
+            optimizer.report(means["loss"])  # the loss of the iterate before this step
+        optimizer.step()
+        ema_update(ema, model, ema_decay_at(cfg.ema_decay, step))
+        losses.append(means)
+        if on_step is not None and acc.is_main_process:
+            on_step(step + 1, means)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            if acc.is_main_process:
+                save_checkpoint(checkpoint_dir, step + 1, objective, ema, optimizer, info)
+            acc.wait_for_everyone()
+    if sparse and optimizer.best_step >= 0:
+        optimizer.restore_best()
+    model.eval()
+    return TrainResult(steps=cfg.steps, losses=losses, ema=ema)
+
+
+def mean_over_processes(acc, parts: dict[str, Tensor]) -> dict[str, float]:
+    """Every loss term averaged over the processes (one collective), as floats."""
+    names = list(parts)
+    values = torch.stack([parts[k].detach().float() for k in names])
+    if acc.num_processes > 1:
+        values = acc.reduce(values, reduction="mean")
+    return dict(zip(names, values.cpu().tolist()))
+
+
+@torch.no_grad()
+def evaluate(objective: nn.Module, data: CropData, sem: Semantics, batch_size: int, seed: int = 12345,
+             batches: int = 2, frame_extras: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Mean loss terms on fixed draws (``seed``), in eval mode: the objective of the
+    current weights, comparable before and after training. One process."""
+    device = next(objective.parameters()).device
+    per_frame = {**sem.per_frame(data), **(frame_extras or {})}
+    was_training = objective.training
+    objective.eval()
+    total: dict[str, float] = {}
+    for b in range(batches):
+        gen = torch.Generator().manual_seed(seed * SEED_STRIDE + b)
+        draws = objective.draw(gen, batch_size, len(data), tuple(data.crops.shape[1:]))
+        batch = {k: v.to(device) for k, v in draws.items()}
+        batch |= {k: v[draws["index"]].to(device) for k, v in per_frame.items()}
+        for k, v in objective(batch).items():
+            total[k] = total.get(k, 0.0) + float(v) / batches
+    objective.train(was_training)
+    return total
+
+
+def train_dva(
+    model: DVA,
+    data: CropData,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    accelerator=None,
+) -> TrainResult:
+    """Train ``model`` in place with DVA's objective (AdamW); returns the EMA copy."""
+    acc = accelerator or make_accelerator()
+    freeze_encoders(model)
+    model.to(acc.device)
+    sem = precompute_semantics(model, data, device=acc.device)
+    objective = DVAObjective(model, cfg.face_weight).to(acc.device)
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=0.0)
+    return train(objective, data, sem, cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)

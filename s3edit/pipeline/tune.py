@@ -1,0 +1,201 @@
+"""The ``tune`` stage: adapt a weight set to footage (or aligned jobs).
+
+    tune(["clip.mp4"], "my-weights", base="dva")                         # S3Editor
+    tune(["clip.mp4"], "my-weights", base="dva", s3=S3Config(sparsity=0))  # ablation
+    tune(["clip.mp4"], "my-dva", preset="small-64", objective="dva")       # DVA's loss
+
+Inputs are videos (aligned first at the model's resolution, into ``./<stem>.s3job``
+like ``edit`` does) or job folders. The model starts from a weight set (``base``) or
+fresh from a preset. Objectives:
+
+- ``s3`` (default): S3Editor's self-training with routed cluster transforms and
+  structured sparsity (``s3edit.s3.selftrain``; needs a weight set with attribute
+  heads). The new set records K, q, the clusters and the zeroed groups in config.json
+  "s3" and the transforms in ``s3.safetensors``.
+- ``dva``: DVA's denoising loss only (``s3edit.model.train``); "s3" stays null.
+
+The UNet and fusion written out are the EMA copy (as DVA's); the transforms are the
+best sparse iterate (an EMA would blur the exact zeros of the pruned groups).
+Training state is checkpointed in ``<out>.tune/`` beside the output, so an
+interrupted run resumes where it stopped (same command, same options).
+
+Scale-out (Hugging Face Accelerate, DDP): the same command runs under ``torchrun
+--nproc_per_node N -m s3edit.cli.app tune ...`` on CPUs (gloo) or GPUs (NCCL), or
+``accelerate launch --multi_gpu --num_processes N -m s3edit.cli.app tune ...`` on GPUs
+(Accelerate's own CPU multi-process launcher needs MPI; torchrun does not). The global
+``--batch-size`` is split over the processes; only the main process aligns, shows
+progress and writes the output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from s3edit import console
+from s3edit.errors import InputError, OutputError
+from s3edit.job import Job
+from s3edit.model.config import preset as model_preset
+from s3edit.model.data import load_jobs
+from s3edit.model.dva import build_dva
+from s3edit.model.registry import resolve_weights
+from s3edit.model.train import TrainConfig, make_accelerator, train_dva
+from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
+from s3edit.pipeline.align import MIN_SIZE, align_video
+from s3edit.pipeline.edit import default_job_dir
+from s3edit.s3.selftrain import S3Config, first_last, train_s3
+
+OBJECTIVES = ("s3", "dva")
+TERMS = ("loss", "gen", "id", "faith")  # shown on the progress bar, in this order
+
+
+@dataclass
+class TuneResult:
+    output: Path
+    objective: str
+    steps: int
+    frames: int
+    first: dict[str, float] = field(default_factory=dict)  # loss terms, mean of the first steps
+    last: dict[str, float] = field(default_factory=dict)  # ... of the last steps
+    s3: dict | None = None  # the "s3" record of the new weight set
+    before: dict[str, float] = field(default_factory=dict)  # s3: objective on fixed draws, start weights
+    after: dict[str, float] = field(default_factory=dict)  # ... and the written weights
+    is_main: bool = True  # False on the other processes of a distributed run (they print nothing)
+
+    @property
+    def first_loss(self) -> float | None:
+        return self.first.get("loss")
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.last.get("loss")
+
+
+def prepare_jobs(inputs: list[str | os.PathLike], size: int = 256) -> list[Job]:
+    """Videos are aligned at ``size`` (or their existing job reused); job folders are opened."""
+    jobs = []
+    for item in inputs:
+        path = Path(item)
+        if Job.is_job(path):
+            jobs.append(Job.open(path))
+        elif path.is_dir():
+            raise InputError(f"{str(path)!r} is a folder but not an s3edit job; pass videos or job folders.")
+        else:
+            jobs.append(align_video(path, default_job_dir(path), size=max(size, MIN_SIZE)))
+    return jobs
+
+
+def starting_point(base: str | None, preset: str | None) -> WeightSet:
+    if (base is None) == (preset is None):
+        raise InputError("give exactly one of --from WEIGHTS (tune a weight set) or --preset NAME (train anew).")
+    if base is not None:
+        return load_weight_set(resolve_weights(base))
+    try:
+        config = model_preset(preset)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]) + ".") from exc
+    return WeightSet(config=config, model=build_dva(config), meta={"name": preset})
+
+
+def progress_info(parts: dict[str, float]) -> str:
+    return " ".join(f"{k} {parts[k]:.4f}" for k in TERMS if k in parts)
+
+
+def tune(
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    base: str | None = None,
+    preset: str | None = None,
+    objective: str = "s3",
+    cfg: TrainConfig = TrainConfig(),
+    s3: S3Config = S3Config(),
+    overwrite: bool = False,
+    accelerator=None,
+) -> TuneResult:
+    """Train and write a new weight set at ``out`` (module docstring)."""
+    out = Path(out)
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    if out.exists() and not overwrite:
+        raise OutputError(f"weight set {str(out)!r} already exists; pass --overwrite to replace it.")
+    if not inputs:
+        raise InputError("give at least one video or job folder to tune on.")
+    start = starting_point(base, preset)
+    if objective == "s3" and start.classifier is None:
+        raise InputError(f"{'preset ' + preset if preset else 'weight set ' + repr(base)} has no attribute "
+                         "classifier, which the s3 objective needs; tune --from a weight set with one "
+                         "(e.g. dva), or use --objective dva.")
+    acc = accelerator or make_accelerator()
+    if not acc.is_main_process:
+        console.set_quiet(True)
+    torch.manual_seed(cfg.seed)
+    with acc.main_process_first():  # the main process aligns; the others reuse its jobs
+        data = load_jobs(prepare_jobs(inputs, start.config.image_size), start.config.image_size)
+    checkpoints = out.with_name(out.name + ".tune")
+    with console.progress(f"tune ({objective})", cfg.steps) as advance:
+        shown = [0]
+
+        def on_step(step: int, parts: dict[str, float]) -> None:  # a resumed run starts past 0
+            advance(step - shown[0], info=progress_info(parts))
+            shown[0] = step
+
+        if objective == "s3":
+            run = train_s3(start, data, cfg, s3, checkpoints, on_step, acc)
+            result, record, s3_tensors = run.train, run.record, run.transforms.state_dict()
+            evaluated = (run.before, run.after)
+        else:
+            result = train_dva(start.model, data, cfg, checkpoints, on_step, acc)
+            record, s3_tensors, evaluated = None, None, ({}, {})
+    first, last = first_last(result.losses)
+    if acc.is_main_process:
+        write_output(out, start, result.ema, objective, cfg, s3 if objective == "s3" else None, record,
+                     s3_tensors, inputs, len(data), base or preset, overwrite)
+    acc.wait_for_everyone()
+    return TuneResult(out, objective, cfg.steps, len(data), first, last, record, *evaluated,
+                      is_main=acc.is_main_process)
+
+
+def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainConfig, s3: S3Config | None,
+                 record: dict | None, s3_tensors: dict | None, inputs, frames: int, origin: str | None,
+                 overwrite: bool) -> Path:
+    meta = dict(start.meta)
+    meta["name"] = out.name
+    meta["source"] = {
+        "tuned_from": start.name or origin,
+        "objective": objective,
+        "train": asdict(cfg),
+        **({"s3": asdict(s3)} if s3 is not None else {}),
+        "frames": frames,
+        "inputs": [str(Path(p)) for p in inputs],
+    }
+    meta["s3"] = record
+    meta.setdefault("licence", "same as the data and the starting weights")
+    tensors = None if s3_tensors is None else {k: v.detach().float().cpu() for k, v in s3_tensors.items()}
+    return save_weight_set(out, model, start.config, start.classifier, meta, overwrite=overwrite,
+                           s3_tensors=tensors)
+
+
+def format_report(result: TuneResult) -> list[str]:
+    """The short report ``s3edit tune`` prints: losses first -> last, groups zeroed."""
+    lines = [f"{result.output}: {result.objective}, {result.steps} steps on {result.frames} crops"]
+    lines.append("  training loss (mean of the first -> last steps):")
+    for term in TERMS:
+        if term in result.first and term in result.last:
+            lines.append(f"    {term:<6} {result.first[term]:.4f} -> {result.last[term]:.4f}")
+    if result.before and result.after:
+        lines.append("  objective on fixed draws (start -> written weights):")
+        for term in TERMS:
+            if term in result.before and term in result.after:
+                lines.append(f"    {term:<6} {result.before[term]:.4f} -> {result.after[term]:.4f}")
+    if result.s3:
+        rec = result.s3
+        lines.append(f"  K={rec['K']} q={rec['q']}: {len(rec['groups_zeroed'])} of {rec['groups']} "
+                     "landmark groups zeroed")
+        for k, regions in rec["zeroed_per_cluster"].items():
+            members = ", ".join(rec["members"][k][:4]) + (", ..." if len(rec["members"][k]) > 4 else "")
+            lines.append(f"    T{k} ({members}): {', '.join(regions) or 'none'}")
+    return lines

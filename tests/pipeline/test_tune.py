@@ -1,0 +1,234 @@
+"""``s3edit tune`` on the example clip with a tiny model: the S3Editor objective falls,
+the new weight set ends with exactly Q zero groups and records them, the ablation
+switches and the dva objective, and every user-facing error.
+
+The model is tiny-32 with dlib's 128-d identity net (torch port) and the align stage's
+landmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s3edit.model.attributes import CELEBA_ATTRIBUTES
+from s3edit.model.config import preset
+from s3edit.model.dva import build_dva
+from s3edit.model.weightset import S3_FILE, Classifier, load_weight_set, save_weight_set
+from s3edit.s3.dhspg import num_sparse_groups
+from s3edit.s3.selftrain import load_s3, zero_group_names
+
+ID_DIM = 128
+CROP_SIZE = 64
+FRAMES = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a loaded machine (see
+    tests/s3/conftest.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """tiny-32, dlib's 128-d identity net, landmarks from align, random classifier over
+    CelebA's 40 attributes."""
+    torch.manual_seed(0)
+    config = preset("tiny-32")
+    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", ID_DIM, "external"
+    model = build_dva(config).eval()
+    for name, p in model.named_parameters():
+        if not name.startswith("encoder.idnet.") and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.02)
+    g = torch.Generator().manual_seed(0)
+    classifier = Classifier(torch.randn(40, ID_DIM, generator=g), torch.randn(40, generator=g),
+                            torch.randn(1, ID_DIM, generator=g) * 0.01, torch.full((1, ID_DIM), 0.05),
+                            list(CELEBA_ATTRIBUTES))
+    return save_weight_set(tmp_path_factory.mktemp("w") / "tiny", model, classifier=classifier,
+                           meta={"name": "tiny", "licence": "test only"})
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, example_clip) -> Path:
+    from s3edit.pipeline.align import align_video
+
+    return align_video(example_clip, tmp_path_factory.mktemp("jobs") / "astronaut.s3job", size=CROP_SIZE,
+                       max_frames=FRAMES).root
+
+
+def tune_json(cli, *args: str) -> dict:
+    result = cli("tune", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_toy_tune_lowers_the_objective_and_ends_with_exactly_Q_zero_groups(cli, job, weights, tmp_path):
+    out = tmp_path / "tuned"
+    summary = tune_json(cli, str(job), "--from", str(weights), "-o", str(out), "--steps", "12",
+                        "--batch-size", "4", "--lr", "2e-3")
+    assert summary["frames"] == FRAMES and summary["objective"] == "s3"
+    assert summary["after"]["loss"] < summary["before"]["loss"]
+    ws = load_weight_set(out)
+    rec = ws.meta["s3"]
+    assert rec["K"] == 5 and rec["q"] == 0.1 and rec["Q"] == num_sparse_groups(0.1, 35) == 3
+    state = load_s3(ws)
+    assert sorted(zero_group_names(state.transforms)) == sorted(rec["groups_zeroed"])
+    assert len(rec["groups_zeroed"]) == 3
+    assert (out / S3_FILE).is_file()
+    assert ws.meta["source"]["objective"] == "s3" and ws.meta["source"]["frames"] == FRAMES
+    listed = cli("weights", "list")  # the registry lists imported sets only; describe_s3 is unit-tested
+    assert listed.exit_code == 0
+
+
+def test_report_shows_losses_and_groups_per_cluster(cli, job, weights, tmp_path):
+    result = cli("tune", str(job), "--from", str(weights), "-o", str(tmp_path / "t"), "--steps", "3",
+                 "--batch-size", "2", "--clusters", "2", "--sparsity", "0.3")
+    assert result.exit_code == 0, result.output
+    assert "K=2 q=0.3: 4 of 14 landmark groups zeroed" in result.stdout  # ⌊0.3 · 14⌋ = 4
+    assert "T0 (" in result.stdout and "T1 (" in result.stdout
+    for term in ("loss", "gen", "id", "faith"):
+        assert f"    {term} " in result.stdout
+
+
+def test_ablation_switches(cli, job, weights, tmp_path):
+    base = [str(job), "--from", str(weights), "--steps", "2", "--batch-size", "2"]
+    s = tune_json(cli, *base, "-o", str(tmp_path / "a"), "--no-routing")["s3"]
+    assert s["K"] == 1 and s["Q"] == 0 and s["groups_zeroed"] == []  # ⌊0.1 · 7⌋ = 0
+    s = tune_json(cli, *base, "-o", str(tmp_path / "b"), "--no-self-train", "--sparsity", "0")["s3"]
+    assert s["self_train"] is False and s["groups_zeroed"] == []
+    tuned = load_s3(load_weight_set(tmp_path / "b"))
+    assert all(not t[2].weight.any() for t in tuned.transforms.transforms)  # no gradient: still 0
+    summary = tune_json(cli, *base, "-o", str(tmp_path / "c"), "--objective", "dva")
+    assert summary["s3"] is None and load_weight_set(tmp_path / "c").meta["s3"] is None
+
+
+def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
+    out = tmp_path / "r"
+    args = [str(job), "--from", str(weights), "-o", str(out), "--steps", "2", "--batch-size", "2"]
+    first = tune_json(cli, *args)
+    again = tune_json(cli, *args, "--overwrite")  # every step is in the checkpoint: none rerun
+    assert again["first"] == {} and again["after"] == first["after"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--objective", "gan"], "unknown objective 'gan'; choose one of s3, dva."),
+    (["--preset", "nope"], "unknown model preset 'nope'"),
+    (["--from", "W", "--preset", "tiny-32"], "give exactly one of --from WEIGHTS"),
+    (["--from", "W", "--train", "transforms", "--no-self-train"], "trains nothing"),
+])
+def test_errors(cli, job, weights, tmp_path, args, message):
+    args = [str(weights) if a == "W" else a for a in args]
+    result = cli("tune", str(job), "-o", str(tmp_path / "x"), *args)
+    assert result.exit_code == 1 and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_s3_needs_a_classifier(cli, job, tmp_path):
+    result = cli("tune", str(job), "-o", str(tmp_path / "x"), "--preset", "small-64")
+    assert result.exit_code == 1
+    assert "preset small-64 has no attribute classifier, which the s3 objective needs" in result.stderr
+
+
+def test_existing_output_and_bad_folder(cli, job, weights, tmp_path):
+    (tmp_path / "exists").mkdir()
+    result = cli("tune", str(job), "--from", str(weights), "-o", str(tmp_path / "exists"))
+    assert result.exit_code == 1 and "already exists; pass --overwrite" in result.stderr
+    result = cli("tune", str(tmp_path), "--from", str(weights), "-o", str(tmp_path / "y"))
+    assert result.exit_code == 1 and "is a folder but not an s3edit job" in result.stderr
+
+
+# --- edit through the tuned model (DESIGN §4: routing, sparse T_k) --------------------------
+
+
+def with_s3(src: Path, dst: Path, tuned_from: Path | None = None, last: str = "keep") -> Path:
+    """A weight set with ``src``'s DVA and the S3 state of ``tuned_from``, or untuned
+    (fresh zero-output T_k) when None; ``last``: "zero"/"random" T_k's last layers."""
+    from s3edit.s3.selftrain import S3Config, routing_state, s3_record, s3_tensors
+
+    ws = load_weight_set(src)
+    if tuned_from is None:
+        clusters, transforms = routing_state(ws, S3Config())
+    else:
+        state = load_s3(load_weight_set(tuned_from))
+        clusters, transforms = state.clusters, state.transforms
+    with torch.no_grad():
+        for t in transforms.transforms:
+            if last == "zero":
+                t[2].weight.zero_()
+                t[2].bias.zero_()
+            elif last == "random":
+                torch.nn.init.normal_(t[2].weight, std=0.1)
+    record = s3_record(S3Config(), clusters, transforms, zero_group_names(transforms))
+    return save_weight_set(dst, ws.model, ws.config, ws.classifier, {"name": dst.name, "s3": record},
+                           s3_tensors=s3_tensors(transforms))
+
+
+def plain(src: Path, dst: Path) -> Path:
+    """``src``'s DVA and classifier, no S3 state ("s3": null)."""
+    ws = load_weight_set(src)
+    return save_weight_set(dst, ws.model, ws.config, ws.classifier, {"name": dst.name})
+
+
+def edited_crops(job: Path, weights: Path, work: Path, attr: str) -> np.ndarray:
+    """Edit a copy of ``job`` with ``weights`` (3 DDIM steps): (V, H, W, 3) uint8."""
+    import shutil
+
+    import cv2
+
+    from s3edit.pipeline.edit import edit_job
+
+    copy = work / f"{weights.name}.s3job"
+    shutil.copytree(job, copy)
+    result = edit_job(copy, [(attr, 0.6)], weights=weights, steps=3, batch_size=4)
+    files = sorted((result.folder / "crops").glob("*.png"))
+    assert len(files) == FRAMES
+    return np.stack([cv2.imread(str(f)) for f in files])
+
+
+def test_untuned_transforms_edit_exactly_like_plain_dva(job, weights, tmp_path):
+    untuned = with_s3(weights, tmp_path / "untuned")
+    assert load_weight_set(untuned).meta["s3"]["K"] == 5
+    a = edited_crops(job, weights, tmp_path, "Eyeglasses")
+    b = edited_crops(job, untuned, tmp_path, "Eyeglasses")
+    assert np.array_equal(a, b)
+
+
+def test_tuned_edit_differs_from_its_dva_only_through_T_k(cli, job, weights, tmp_path):
+    tuned = tmp_path / "tuned"
+    tune_json(cli, str(job), "--from", str(weights), "-o", str(tuned), "--steps", "3", "--batch-size", "4",
+              "--lr", "2e-3", "--train", "transforms")
+    state = load_s3(load_weight_set(tuned))
+    trained = [k for k in range(state.clusters.k) if state.transforms.transforms[k][2].weight.any()]
+    assert trained, "no cluster drew a pseudo-edit"
+    attr = state.clusters.members(trained[0])[0]  # routed to a trained T_k
+    base = plain(tuned, tmp_path / "dva-only")
+    zeroed = with_s3(tuned, tmp_path / "t-zero", tuned_from=tuned, last="zero")
+    dva_edit = edited_crops(job, base, tmp_path, attr)
+    assert np.array_equal(edited_crops(job, zeroed, tmp_path, attr), dva_edit)  # T_k = 0: DVA's edit
+    assert not np.array_equal(edited_crops(job, tuned, tmp_path, attr), dva_edit)  # T_k ≠ 0: differs
+
+
+def test_face_codes_add_exactly_the_routed_transform(weights, tmp_path):
+    from s3edit.pipeline import edit as ed
+    from s3edit.pipeline.encode import load_weights
+
+    lw = load_weights(with_s3(weights, tmp_path / "s3", last="random"), torch.device("cpu"))
+    router = ed.load_router(lw)
+    cluster = router.cluster([("Smiling", 0.2), ("Eyeglasses", -0.7)])  # the strongest attribute
+    assert cluster == router.clusters.route_name("Eyeglasses")
+    z = F.normalize(torch.randn(lw.ws.config.id_dim), dim=0)
+    z_lnd = torch.rand(3, 102)
+    with torch.no_grad():
+        routed = ed.face_codes(lw.model, z, z_lnd, router, cluster)
+        dva = ed.face_codes(lw.model, z, z_lnd, None, None)
+        t_k = router.transforms(z.expand(3, -1), z_lnd, cluster)
+    assert t_k.abs().max() > 0 and torch.allclose(routed - dva, t_k, atol=1e-6)
+    assert ed.load_router(load_weights(weights, torch.device("cpu"))) is None  # "s3": null
