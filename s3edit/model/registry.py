@@ -69,6 +69,7 @@ class RegistryEntry:
     package: str | None = None  # package
     homepage: str | None = None
     notes: str | None = None
+    shipped: bool = True  # bundled: False while the project does not ship the files yet
 
     @property
     def is_weight_set(self) -> bool:
@@ -156,6 +157,7 @@ def _parse_entry(name: str, raw: dict, path: Path) -> RegistryEntry:
         package=raw.get("package"),
         homepage=raw.get("homepage"),
         notes=raw.get("notes"),
+        shipped=bool(raw.get("shipped", True)),
     )
 
 
@@ -307,6 +309,12 @@ def missing_message(entry: RegistryEntry, registry: Registry) -> str:
         return (
             f"weight set {entry.name!r} is not imported; download {ckpt.filename} from {where} "
             f"and run `s3edit weights import PATH --name {entry.name}`."
+        )
+    if entry.kind == "bundled" and not entry.shipped:
+        return (
+            f"weight set {entry.name!r} is not shipped with this version of s3edit yet; pass "
+            "--weights NAME|PATH, e.g. DVA's checkpoint after `s3edit weights import` "
+            "(see `s3edit weights list`)."
         )
     if entry.kind == "bundled":
         return (

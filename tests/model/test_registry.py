@@ -202,3 +202,16 @@ def test_registry_names_win_over_same_named_folders(tmp_path, home, monkeypatch)
     make_set(tmp_path / "other")
     assert reg.resolve_weights("other", registry) == Path("other")
     assert reg.resolve_weights("./other", registry) == Path("other")
+
+
+def test_the_default_set_not_yet_shipped_says_what_to_pass():
+    """The shipped registry names a default set the project does not ship yet: asking
+    for it says so and what to pass instead, rather than 'reinstall'."""
+    from s3edit.model.registry import load_registry, resolve_weights
+
+    registry = load_registry()
+    entry = registry.entries[registry.default]
+    if entry.shipped:
+        pytest.skip("the default weight set ships now")
+    with pytest.raises(WeightsError, match="is not shipped with this version of s3edit yet; pass --weights"):
+        resolve_weights(None, registry)
