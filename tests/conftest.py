@@ -57,3 +57,13 @@ def cli():
         return runner.invoke(app, list(args), catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def dva_reference_table(shared_reference) -> dict[str, tuple[int, ...]]:
+    """../shared/reference/dva_state_dict.tsv (name TAB shape per line) -> {name: shape}."""
+    table = {}
+    for line in (shared_reference / "dva_state_dict.tsv").read_text().splitlines():
+        name, shape = line.split("\t")
+        table[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return table

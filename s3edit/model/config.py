@@ -8,6 +8,7 @@ Presets (``PRESETS[name]``):
 - ``small-64``: the same architecture at 64², width 32, mults (1,2,2), for a small
   model that trains on a CPU.
 - ``tiny-32``: 32², width 32, mults (1,2), one res block per level: unit tests.
+- ``tiny-32-dlib``: ``tiny-32`` with dlib's 128-d identity net and align's landmarks.
 """
 
 from __future__ import annotations
@@ -126,7 +127,15 @@ def tiny_32() -> DVAConfig:
     return DVAConfig(unet=unet, face_dim=64, face_parser=False)
 
 
-PRESETS = {"dva-256": dva_256, "small-64": small_64, "tiny-32": tiny_32}
+def tiny_32_dlib() -> DVAConfig:
+    """``tiny-32`` with the offline encoders: dlib's 128-d identity net and the
+    landmarks from ``align`` (no ArcFace, no landmark net): fast CPU tests."""
+    config = tiny_32()
+    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", 128, "external"
+    return config
+
+
+PRESETS = {"dva-256": dva_256, "small-64": small_64, "tiny-32": tiny_32, "tiny-32-dlib": tiny_32_dlib}
 
 
 def preset(name: str) -> DVAConfig:

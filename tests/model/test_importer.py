@@ -43,14 +43,6 @@ def pattern(index: int, shape: tuple[int, ...], dtype: torch.dtype, sign: int = 
     return block.expand(shape)
 
 
-def read_table(path) -> dict[str, tuple[int, ...]]:
-    """reference/dva_state_dict.tsv -> {name: shape}."""
-    table = {}
-    for line in open(path):
-        name, shape = line.rstrip("\n").split("\t")
-        table[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return table
-
 
 def dtype_of(name: str) -> torch.dtype:
     return torch.int64 if name.endswith("num_batches_tracked") else torch.float32
@@ -148,10 +140,10 @@ def tiny_ckpt(tmp_path_factory, tiny_table):
     return path
 
 
-def test_full_reference_checkpoint_imports_every_tensor(shared_reference, tmp_path):
+def test_full_reference_checkpoint_imports_every_tensor(dva_reference_table, tmp_path):
     """All 1,986 tensors of DVA's table map; every value equals the EMA copy (stored
     as float16 here to keep the test light; the patterns are exact in float16)."""
-    table = read_table(shared_reference / "dva_state_dict.tsv")
+    table = dva_reference_table
     ckpt = tmp_path / "epoch=51-step=1000000.ckpt"
     torch.save(lightning_checkpoint(table), ckpt)
     report = import_dva(ckpt, tmp_path / "dva", dtype=torch.float16)

@@ -39,8 +39,7 @@ def trained_reconstruction(video, tmp_path) -> dict[int, float]:
     job = align_video(video, tmp_path / "job", size=64, max_frames=48)
     data = load_jobs([job], 32)
     torch.manual_seed(0)
-    config = preset("tiny-32")
-    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", 128, "external"
+    config = preset("tiny-32-dlib")
     model = build_dva(config)
     cfg = TrainConfig(steps=120, batch_size=8, lr=2e-3, checkpoint_every=10_000, seed=0)
     ema = train_dva(model, data, cfg, tmp_path / "ckpt").ema

@@ -35,8 +35,7 @@ def _one_thread():
 
 def tiny_model(seed: int = 0):
     torch.manual_seed(seed)
-    config = preset("tiny-32")
-    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", 128, "external"
+    config = preset("tiny-32-dlib")
     return build_dva(config)
 
 

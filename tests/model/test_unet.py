@@ -18,14 +18,6 @@ TINY = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res
                   attention_resolutions=(8,), embed_channels=32, cond_channels=24, norm_groups=8, dropout=0.0)
 
 
-def read_table(path) -> dict[str, tuple[int, ...]]:
-    """reference/dva_state_dict.tsv (name TAB shape per line) -> {name: shape}."""
-    table = {}
-    for line in open(path):
-        name, shape = line.rstrip("\n").split("\t")
-        table[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return table
-
 
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give the zero-initialised layers random weights (a fresh UNet predicts 0)."""
@@ -36,12 +28,12 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def test_full_config_matches_dva_checkpoint_table(shared_reference):
+def test_full_config_matches_dva_checkpoint_table(dva_reference_table):
     """Every tensor of DVA's table maps onto our full model (one name map) with its
     shape, and nothing of ours is left over."""
     model = build_dva(preset("dva-256"), device="meta")
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    table = read_table(shared_reference / "dva_state_dict.tsv")
+    table = dva_reference_table
     assert len(table) == 1986
     mapped = {}
     for name, shape in table.items():

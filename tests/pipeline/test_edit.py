@@ -65,10 +65,11 @@ def test_edit_name():
 
 def test_edited_identity_is_dvas_rule(small_weights):
     cls = load_weight_set(small_weights).classifier
-    z = torch.nn.functional.normalize(torch.randn(512), dim=0)
-    # one attribute: exactly DVA's script, l2norm(denorm(norm(z) + s·√512·normalize(W[a])))
+    D = cls.weight.shape[1]
+    z = torch.nn.functional.normalize(torch.randn(D), dim=0)
+    # one attribute: exactly DVA's script, l2norm(denorm(norm(z) + s·√D·normalize(W[a])))
     w = cls.weight[cls.names.index("Eyeglasses")]
-    expected = (z - cls.conds_mean[0]) / cls.conds_std[0] + 0.6 * math.sqrt(512) * w / w.norm()
+    expected = (z - cls.conds_mean[0]) / cls.conds_std[0] + 0.6 * math.sqrt(D) * w / w.norm()
     expected = torch.nn.functional.normalize(expected * cls.conds_std[0] + cls.conds_mean[0], dim=0)
     torch.testing.assert_close(ed.edited_identity(z, [("Eyeglasses", 0.6)], cls), expected)
     # the edit raises the attribute's logit; a negative scale lowers it
@@ -95,8 +96,9 @@ def test_untuned_cluster_transforms_change_nothing(small_weights):
     """With S3 routing, an untuned T_k adds exactly 0: DVA's edit (DESIGN §4)."""
     ws = load_weight_set(small_weights)
     clusters = routing.cluster_attributes(routing.attribute_embeddings(ws.classifier.weight), ws.classifier.names)
-    router = ed.Router(clusters, routing.ClusterTransforms(clusters.k, 512, 102, 64))
-    z, lnd = torch.nn.functional.normalize(torch.randn(512), dim=0), torch.rand(3, 102)
+    D = ws.config.id_dim
+    router = ed.Router(clusters, routing.ClusterTransforms(clusters.k, D, 102, ws.config.face_dim))
+    z, lnd = torch.nn.functional.normalize(torch.randn(D), dim=0), torch.rand(3, 102)
     cluster = router.cluster([("Smiling", 0.1), ("Eyeglasses", -0.6)])
     assert cluster == clusters.route_name("Eyeglasses")
     with torch.no_grad():

@@ -28,12 +28,11 @@ FRAMES = 16  # the unit tests align the first 16 frames (the identity net domina
 
 
 def make_weight_set(folder: Path, seed: int = 0) -> Path:
-    """The tiny-32 preset with landmarks from align (``external``), random weights (the
+    """The tiny-32-dlib preset (dlib identity, landmarks from align), random weights (the
     zero-initialised layers too, so eps depends on x_t, t and z_face) and a random
     classifier over the 40 CelebA names."""
     torch.manual_seed(seed)
-    config = preset("tiny-32")
-    config.lnd_encoder = "external"
+    config = preset("tiny-32-dlib")
     model = build_dva(config).eval()
     for p in model.parameters():
         if not p.detach().any():
@@ -86,7 +85,7 @@ def test_latents_hold_every_valid_frame(encoded_master, small_weights):
     V = len(frames.indices)
     assert V >= FRAMES - 2  # the astronaut is found in (nearly) every frame
     assert lat.indices.tolist() == frames.indices.tolist()
-    assert lat.z_id.shape == (V, 512) and lat.z_lnd.shape == (V, 102) and lat.z_face.shape == (V, 64)
+    assert lat.z_id.shape == (V, 128) and lat.z_lnd.shape == (V, 102) and lat.z_face.shape == (V, 64)
     # z_id_rep: the normalised clip mean; z_lnd: the job's landmarks (jaw dropped) in [0, 1]
     torch.testing.assert_close(lat.z_id_rep, torch.nn.functional.normalize(lat.z_id.mean(0), dim=0))
     expected = (frames.crop_landmarks[:, 17:] + 0.5) / CROP_SIZE

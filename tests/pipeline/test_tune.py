@@ -42,8 +42,7 @@ def weights(tmp_path_factory) -> Path:
     """tiny-32, dlib's 128-d identity net, landmarks from align, random classifier over
     CelebA's 40 attributes."""
     torch.manual_seed(0)
-    config = preset("tiny-32")
-    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", ID_DIM, "external"
+    config = preset("tiny-32-dlib")
     model = build_dva(config).eval()
     for name, p in model.named_parameters():
         if not name.startswith("encoder.idnet.") and not p.detach().any():

@@ -32,8 +32,7 @@ if sys.argv[1] == "make-weights":
     from s3edit.model.weightset import Classifier, save_weight_set
 
     torch.manual_seed(0)
-    config = preset("tiny-32")
-    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", 128, "external"
+    config = preset("tiny-32-dlib")
     model = build_dva(config).eval()
     for name, p in model.named_parameters():
         if not name.startswith("encoder.idnet.") and not p.detach().any():

@@ -40,8 +40,7 @@ ID_DIM = 128
 
 def tiny_weight_set(seed: int = 0) -> WeightSet:
     torch.manual_seed(seed)
-    config = preset("tiny-32")
-    config.id_encoder, config.id_dim, config.lnd_encoder = "dlib", ID_DIM, "external"
+    config = preset("tiny-32-dlib")
     model = build_dva(config).eval()
     for name, p in model.named_parameters():  # like a trained model: eps depends on z_face
         if not name.startswith("encoder.idnet.") and not p.detach().any():
