@@ -63,7 +63,7 @@ app = typer.Typer(
     help=(
         "Edit facial attributes in real videos while keeping identity, motion, "
         "background and audio.\n\n"
-        "Example: s3edit align clip.mp4 -o clip.job && s3edit paste clip.job -o out.mp4"
+        "Example: s3edit edit clip.mp4 --attr Eyeglasses --scale 0.6 --weights dva -o clip_glasses.mp4"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -88,29 +88,22 @@ def _root(
     console.set_quiet(quiet)
 
 
-# --- commands (one file per group; only commands that work are registered) ---
+# --- commands (one file per group; pipeline order) ----------------------------------
+from s3edit.cli.align import align_cmd  # noqa: E402
+from s3edit.cli.edit import edit_cmd  # noqa: E402
+from s3edit.cli.encode import encode_cmd  # noqa: E402
+from s3edit.cli.paste import paste_cmd  # noqa: E402
+from s3edit.cli.score import score_cmd  # noqa: E402
+from s3edit.cli.tune import tune_cmd  # noqa: E402
 from s3edit.cli.weights import weights_app  # noqa: E402
 
-app.add_typer(weights_app, name="weights")
-from s3edit.cli.score import score_cmd  # noqa: E402
-
-app.command("score")(score_cmd)
-from s3edit.cli.align import align_cmd  # noqa: E402
-
 app.command("align")(align_cmd)
-
-from s3edit.cli.paste import paste_cmd  # noqa: E402
-
-app.command("paste")(paste_cmd)
-from s3edit.cli.tune import tune_cmd  # noqa: E402
-
-app.command("tune")(tune_cmd)
-from s3edit.cli.encode import encode_cmd  # noqa: E402
-
 app.command("encode")(encode_cmd)
-from s3edit.cli.edit import edit_cmd  # noqa: E402
-
+app.command("tune")(tune_cmd)
 app.command("edit")(edit_cmd)
+app.command("paste")(paste_cmd)
+app.command("score")(score_cmd)
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:
