@@ -23,7 +23,7 @@ PAPER_FIGURES: dict[str, dict[str, float]] = {
                  "napr": 0.9561},
     "STIT": {"tl_id": 0.996, "tg_id": 0.991, "id_preserve": 0.8539, "tacr": 0.015, "napr": 0.911},
 }
-ATTR_HEADS_MISSING = "TACR/NAPR: need attribute heads (arrive with the model weights)"
+ATTR_HEADS_MISSING = "TACR/NAPR: need attribute heads (pass --weights W --attr NAME)"
 REPORT_FORMAT = "s3edit-score"
 REPORT_VERSION = 1
 
@@ -119,7 +119,7 @@ def render_table(report: ScoreReport) -> Table:
         table.add_row("NAPR", _fmt(report.napr), "frames keeping the others",
                       _paper("napr"))
     else:
-        table.add_row("TACR / NAPR", "—", "need attribute heads (arrive with the model weights)", "")
+        table.add_row("TACR / NAPR", "—", "need attribute heads: pass --weights W --attr NAME", "")
     table.add_row("warp error (frame)", _fmt(report.warp_edited, 2),
                   f"source {_fmt(report.warp_source, 2)} (0–255)", "")
     table.add_row("warp error (face)", _fmt(report.warp_edited_face, 2),
