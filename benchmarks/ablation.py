@@ -76,22 +76,9 @@ def tables() -> dict[str, list[tuple[str, Row]]]:
 
 def tiny_random_weights(folder: Path) -> Path:
     """--quick without --weights: tiny-32 with dlib's identity net, random heads."""
-    from s3edit.model.attributes import CELEBA_ATTRIBUTES
-    from s3edit.model.config import preset
-    from s3edit.model.dva import build_dva
-    from s3edit.model.weightset import Classifier, save_weight_set
+    from s3edit.model.weightset import random_weight_set
 
-    torch.manual_seed(0)
-    config = preset("tiny-32-dlib")
-    model = build_dva(config).eval()
-    for name, p in model.named_parameters():
-        if not name.startswith("encoder.idnet.") and not p.detach().any():
-            torch.nn.init.normal_(p, std=0.02)
-    g = torch.Generator().manual_seed(0)
-    classifier = Classifier(torch.randn(40, 128, generator=g), torch.randn(40, generator=g),
-                            torch.randn(1, 128, generator=g) * 0.01, torch.full((1, 128), 0.05),
-                            list(CELEBA_ATTRIBUTES))
-    return save_weight_set(folder, model, classifier=classifier, meta={"name": "tiny-random"}, overwrite=True)
+    return random_weight_set(folder, "tiny-32-dlib", overwrite=True)
 
 
 def run_row(row: Row, args, job, weights: Path, judge, work: Path) -> dict[str, float]:

@@ -329,3 +329,29 @@ def load_weight_set(
         _file_shapes(directory / S3_FILE)  # a damaged file: one clear WeightsError
         s3_tensors = {k: _cast(v, dtype) for k, v in load_file(str(directory / S3_FILE), device=str(device)).items()}
     return WeightSet(config=config, model=model, classifier=classifier, meta=meta, s3_tensors=s3_tensors)
+
+
+def random_weight_set(
+    directory: str | os.PathLike, preset_name: str = "tiny-32-dlib", seed: int = 0,
+    *, name: str = "tiny-random", overwrite: bool = False,
+) -> Path:
+    """A weight set of random weights with random heads over the 40 CelebA names, for
+    exercising the machinery (tests, ``benchmarks/ablation.py --quick``): it runs every
+    stage, it edits nothing meaningfully. Zero-initialised layers get small random
+    weights so eps depends on x_t, t and z_face; the identity net keeps its own."""
+    from s3edit.model.attributes import CELEBA_ATTRIBUTES
+    from s3edit.model.config import preset
+
+    torch.manual_seed(seed)
+    config = preset(preset_name)
+    model = build_dva(config).eval()
+    for key, p in model.named_parameters():
+        if not key.startswith("encoder.idnet.") and not p.detach().any():
+            torch.nn.init.normal_(p, std=0.02)
+    g = torch.Generator().manual_seed(seed)
+    D, A = config.id_dim, len(CELEBA_ATTRIBUTES)
+    classifier = Classifier(torch.randn(A, D, generator=g), torch.randn(A, generator=g),
+                            torch.randn(1, D, generator=g) * 0.01, torch.full((1, D), 0.05),
+                            list(CELEBA_ATTRIBUTES))
+    return save_weight_set(directory, model, classifier=classifier,
+                           meta={"name": name, "licence": "random weights, for tests"}, overwrite=overwrite)

@@ -15,10 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3edit.model.attributes import CELEBA_ATTRIBUTES
-from s3edit.model.config import preset
-from s3edit.model.dva import build_dva
-from s3edit.model.weightset import S3_FILE, Classifier, load_weight_set, save_weight_set
+from s3edit.model.weightset import S3_FILE, load_weight_set, random_weight_set, save_weight_set
 from s3edit.s3.dhspg import num_sparse_groups
 from s3edit.s3.selftrain import load_s3, zero_group_names
 
@@ -41,18 +38,7 @@ def _one_thread():
 def weights(tmp_path_factory) -> Path:
     """tiny-32, dlib's 128-d identity net, landmarks from align, random classifier over
     CelebA's 40 attributes."""
-    torch.manual_seed(0)
-    config = preset("tiny-32-dlib")
-    model = build_dva(config).eval()
-    for name, p in model.named_parameters():
-        if not name.startswith("encoder.idnet.") and not p.detach().any():
-            torch.nn.init.normal_(p, std=0.02)
-    g = torch.Generator().manual_seed(0)
-    classifier = Classifier(torch.randn(40, ID_DIM, generator=g), torch.randn(40, generator=g),
-                            torch.randn(1, ID_DIM, generator=g) * 0.01, torch.full((1, ID_DIM), 0.05),
-                            list(CELEBA_ATTRIBUTES))
-    return save_weight_set(tmp_path_factory.mktemp("w") / "tiny", model, classifier=classifier,
-                           meta={"name": "tiny", "licence": "test only"})
+    return random_weight_set(tmp_path_factory.mktemp("w") / "tiny", "tiny-32-dlib", name="tiny")
 
 
 @pytest.fixture(scope="module")

@@ -26,22 +26,9 @@ import torch
 torch.set_num_threads(1)
 
 if sys.argv[1] == "make-weights":
-    from s3edit.model.attributes import CELEBA_ATTRIBUTES
-    from s3edit.model.config import preset
-    from s3edit.model.dva import build_dva
-    from s3edit.model.weightset import Classifier, save_weight_set
+    from s3edit.model.weightset import random_weight_set
 
-    torch.manual_seed(0)
-    config = preset("tiny-32-dlib")
-    model = build_dva(config).eval()
-    for name, p in model.named_parameters():
-        if not name.startswith("encoder.idnet.") and not p.detach().any():
-            torch.nn.init.normal_(p, std=0.02)
-    g = torch.Generator().manual_seed(0)
-    classifier = Classifier(torch.randn(40, 128, generator=g), torch.randn(40, generator=g),
-                            torch.randn(1, 128, generator=g) * 0.01, torch.full((1, 128), 0.05),
-                            list(CELEBA_ATTRIBUTES))
-    save_weight_set(sys.argv[2], model, classifier=classifier, meta={"name": "tiny"})
+    random_weight_set(sys.argv[2], "tiny-32-dlib", name="tiny")
 else:
     from s3edit.cli.app import main
 
