@@ -67,3 +67,17 @@ def dva_reference_table(shared_reference) -> dict[str, tuple[int, ...]]:
         name, shape = line.split("\t")
         table[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return table
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a test module (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``), restored afterwards. Small tensors run
+    fastest on one thread, and on a shared 2-core machine torch's default pool spends
+    most of its time waiting (measured: 98 s vs 19 s for tests/s3 at load ~13)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,15 +1,9 @@
-"""tests/s3 work on tensors of a few hundred numbers: one intra-op thread is fastest,
-and on a loaded machine torch's default thread pool spends most of the time waiting
-(measured here: 98 s with the default threads vs 19 s with one, load ~13 on 2 cores).
-Restored afterwards so other test folders keep their setting."""
+"""tests/s3 work on tensors of a few hundred numbers: every module runs on one torch
+thread (the shared ``one_torch_thread`` fixture; restored afterwards)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
