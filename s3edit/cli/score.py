@@ -34,7 +34,7 @@ def score_cmd(
     plot: Path | None = typer.Option(None, "--plot", help="Write a per-frame PNG plot here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
 ) -> None:
-    """Score an edit: ID-Preserve, TL-ID, TG-ID and temporal warp error against the original.
+    """Score an edit: ID-Preserve, TL-ID, TG-ID, PSNR in the face and temporal warp error against the original.
 
     Example: s3edit score clip.mp4 clip_glasses.mp4 --plot clip_glasses_score.png
 

@@ -38,6 +38,9 @@ Layout of an aligned dataset folder (format DATASET_FORMAT, version DATASET_VERS
                              "frames" are the portraits: ``s3edit tune OUT/job`` trains
                              on them. Its source is marked codec "stills"; it has no
                              video, so only align-reading stages (encode, tune) apply.
+      glasses-job/           optional (``scripts/glasses_job.py``): the synthetic-glasses
+                             twins of the faces the Eyeglasses head is fitted on, as a
+                             second job for training (``write_glasses_job``)
 """
 
 from __future__ import annotations
@@ -220,6 +223,7 @@ ARRAYS_FILE = "portraits.safetensors"
 META_FILE = "dataset.json"
 SHARDS_DIR = "shards"
 JOB_DIR = "job"
+GLASSES_JOB_DIR = "glasses-job"
 CHUNK = 64  # portraits per resume point
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARRAY_SPECS = {  # name -> (per-item shape given crop size S, dtype)
@@ -488,3 +492,21 @@ def write_stills_job(job_dir: Path, arrays: dict[str, np.ndarray], params: dict)
         save_numpy({k: np.ascontiguousarray(v) for k, v in track.items()}, str(tmp))
     job.finish_stage("align", frames=n, valid=n, stills=True)
     return job_dir
+
+
+def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0) -> tuple[Path, int]:
+    """The synthetic-glasses twins of the faces the Eyeglasses head trains on, as an
+    s3edit job beside ``job/`` -> (job_dir, twins). Same crops, landmarks and quads,
+    glasses drawn in ``style_for(seed, row)`` (``s3edit.data.glasses``): with ``seed``
+    equal to ``fit_heads.py``'s, the model trains on the very images the head's
+    positives come from. Training on both jobs shows the network faces with and without
+    glasses whose z_id differ by what glasses do to z_id. Replaces an earlier one."""
+    from s3edit.data.glasses import glasses_twins
+    from s3edit.data.heads import glasses_rows
+
+    idx = glasses_rows(portraits.items)
+    arrays = {k: v[idx] for k, v in portraits.arrays.items()}
+    arrays["crops"] = glasses_twins(arrays["crops"], arrays["landmarks"], arrays["rows"], seed)
+    params = {**portraits.meta["params"], "glasses_seed": seed}
+    return write_stills_job(Path(job_dir), arrays, params), len(idx)
+

@@ -37,6 +37,7 @@ class FrameSeries:
     adjacent_edited: np.ndarray  # cos(ID(edited_{i-1}), ID(edited_i))
     warp_source: np.ndarray  # warp error of the source itself (baseline), 0..255
     warp_edited: np.ndarray  # warp error of the edit along the source's flow
+    psnr_face: np.ndarray  # PSNR (dB) of the edited face against the original's
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ScoreReport:
     warp_edited: float
     warp_source_face: float  # the same inside the face region
     warp_edited_face: float
+    psnr_face: float  # mean over face frames of the PSNR inside the face region, dB
+    psnr_face_worst: float  # the lowest frame's
     series: FrameSeries
     attribute: str | None = None  # TACR/NAPR are set only with attribute heads
     tacr: float | None = None
@@ -120,6 +123,8 @@ def render_table(report: ScoreReport) -> Table:
                       _paper("napr"))
     else:
         table.add_row("TACR / NAPR", "—", "need attribute heads: pass --weights W --attr NAME", "")
+    table.add_row("PSNR (face)", _fmt(report.psnr_face, 2),
+                  f"dB, worst frame {_fmt(report.psnr_face_worst, 2)}; at scale 0: the reconstruction", "")
     table.add_row("warp error (frame)", _fmt(report.warp_edited, 2),
                   f"source {_fmt(report.warp_source, 2)} (0–255)", "")
     table.add_row("warp error (face)", _fmt(report.warp_edited_face, 2),
@@ -138,14 +143,15 @@ def _similarity_limits(ax, values: np.ndarray) -> None:
 
 def write_plot(report: ScoreReport, path: str | os.PathLike) -> None:
     """Per-frame PNG: identity similarity to the source, adjacent-frame similarity
-    (edited vs source), warp error (edited vs source). Written atomically."""
+    (edited vs source), warp error (edited vs source), PSNR inside the face. Written
+    atomically."""
     # A bare Figure renders with Agg and touches no global pyplot state (no display).
     from matplotlib.figure import Figure
 
     s = report.series
     frames = np.arange(report.n_frames)
-    fig = Figure(figsize=(10, 8), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
+    fig = Figure(figsize=(10, 10), layout="constrained")
+    axes = fig.subplots(4, 1, sharex=True)
     source_style = {"color": "tab:gray", "linewidth": 3, "alpha": 0.5, "label": "source"}
     axes[0].plot(frames, s.id_to_source, color="tab:blue", label="cos(edited, original)")
     axes[0].set_ylabel("identity to source")
@@ -158,7 +164,9 @@ def write_plot(report: ScoreReport, path: str | os.PathLike) -> None:
     axes[2].plot(frames, s.warp_edited, color="tab:red", label="edited")
     axes[2].set_ylabel("warp error (0–255)")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_xlabel("frame")
+    axes[3].plot(frames, s.psnr_face, color="tab:green", label="edited face vs original")
+    axes[3].set_ylabel("PSNR in the face (dB)")
+    axes[3].set_xlabel("frame")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize="small")

@@ -5,8 +5,10 @@ Presets (``PRESETS[name]``):
 - ``dva-256``: the released Diffusion Video Autoencoder (Kim et al., CVPR 2023) —
   256², base width 128, mults (1,1,2,2,4,4), attention at 16², 190.6 M UNet
   parameters, ArcFace IR-SE50 + MobileNetV2-GDConv landmarks + BiSeNet parser.
-- ``default-128``: the shipped default model's architecture (dlib identity, align's
-  landmarks; 23.7 M parameters).
+- ``default-64``: the architecture of the default model that ships (64², dlib
+  identity, align's landmarks; 3.2 M trained parameters): small enough to train on a CPU.
+- ``default-128``: the same at 128², width 48 (23.7 M parameters): the GPU retrain of
+  the default model (``weights/default/TRAINING.md``).
 - ``small-64``: the same architecture at 64², width 32, mults (1,2,2), for a small
   model that trains on a CPU.
 - ``tiny-32``: 32², width 32, mults (1,2), one res block per level: unit tests.
@@ -138,8 +140,7 @@ def tiny_32_dlib() -> DVAConfig:
 
 
 def default_128() -> DVAConfig:
-    """The architecture of the default model that ships inside the project (issue 6):
-    128², width 48, mults (1,1,2,2,4), attention at 16², dlib's 128-d identity net and
+    """The default model's architecture at 128² for a GPU retrain (issue 6): 128², width 48, mults (1,1,2,2,4), attention at 16², dlib's 128-d identity net and
     align's landmarks, no face parser: 23.7 M parameters, 47 MB in float16."""
     unet = UNetConfig(
         image_size=128, model_channels=48, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
@@ -149,8 +150,23 @@ def default_128() -> DVAConfig:
                      face_dim=256, face_parser=False)
 
 
+def default_64() -> DVAConfig:
+    """The architecture of the default model that ships inside the project (issue 6),
+    sized to train on two CPU cores: 64², width 32, mults (1,2,2,2), one res block per
+    level, attention at 8² (and the middle), no dropout, dlib's 128-d identity net and
+    align's landmarks, no face parser: 3.2 M trained parameters (8.8 M with the frozen
+    dlib net; 18 MB in float16)."""
+    unet = UNetConfig(
+        image_size=64, model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
+        attention_resolutions=(8,), embed_channels=128, cond_channels=256, norm_groups=8,
+        dropout=0.0,
+    )
+    return DVAConfig(unet=unet, id_encoder="dlib", id_dim=128, lnd_encoder="external",
+                     face_dim=256, face_parser=False)
+
+
 PRESETS = {
-    "dva-256": dva_256, "default-128": default_128, "small-64": small_64,
+    "dva-256": dva_256, "default-64": default_64, "default-128": default_128, "small-64": small_64,
     "tiny-32": tiny_32, "tiny-32-dlib": tiny_32_dlib,
 }
 

@@ -230,14 +230,31 @@ def save_checkpoint(folder: Path, step: int, objective: nn.Module, ema: DVA, opt
     write_json_atomic(folder / INFO_FILE, {**info, "step": step})
 
 
+def _resume_key(info: dict) -> dict:
+    """What must match to resume: everything but the step reached and the step budget
+    (the learning rate is constant, so a run resumed with more ``steps`` trains on
+    exactly as one started with them)."""
+    info = json.loads(json.dumps(info))
+    info.pop("step", None)
+    info.get("config", {}).pop("steps", None)
+    return info
+
+
 def load_checkpoint(folder: Path, objective: nn.Module, ema: DVA, opt, info: dict) -> int:
-    """The step to resume from (0 when there is no checkpoint made with the same ``info``)."""
+    """The step to resume from: 0 when there is no checkpoint made with the same
+    ``info``. A checkpoint of the same run with a smaller step budget is resumed (train
+    longer by asking for more steps); one past ``info["config"]["steps"]`` is an error,
+    not silently replaced."""
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         return 0
     saved = json.loads(info_path.read_text())
-    if {k: v for k, v in saved.items() if k != "step"} != json.loads(json.dumps(info)):
+    if _resume_key(saved) != _resume_key(info):
         return 0
+    if int(saved["step"]) > int(info["config"]["steps"]):
+        raise InputError(f"the checkpoint in {str(folder)!r} is at step {saved['step']}, past the "
+                         f"{info['config']['steps']} steps asked for; ask for at least {saved['step']} "
+                         "steps (or delete that folder to start again).")
     device = next(objective.parameters()).device
     state = load_file(str(folder / STATE_FILE), device=str(device))
     objective.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("objective.")})

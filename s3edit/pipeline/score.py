@@ -35,8 +35,9 @@ from s3edit.errors import InputError, JobError, NoFaceError
 from s3edit.face.identity import DEFAULT_ID_NET, IdentityNet, make_identity_net
 from s3edit.job import Job
 from s3edit.metrics import identity as idm
+from s3edit.metrics.psnr import psnr
 from s3edit.metrics.report import FrameSeries, ScoreReport
-from s3edit.metrics.warp import DEFAULT_PRESET, WarpErrorMeter, nanmean
+from s3edit.metrics.warp import DEFAULT_PRESET, WarpErrorMeter, face_region, nanmean
 from s3edit.video.io import VideoInfo, iter_frames, probe
 
 
@@ -255,7 +256,8 @@ def score(
 ) -> ScoreReport:
     """Score ``edited`` against ``original`` (videos or job directories; module doc).
 
-    Returns a ``ScoreReport`` with ID-Preserve, TL-ID, TG-ID, warp errors (source
+    Returns a ``ScoreReport`` with ID-Preserve, TL-ID, TG-ID, PSNR inside the face
+    region (``s3edit.metrics.psnr``), warp errors (source
     baseline and edit), per-frame series, and TACR/NAPR when ``attr`` is given."""
     config = config or ScoreConfig()
     if attr is not None:
@@ -290,6 +292,7 @@ def _measure(inputs, n, size, landmarks, valid, net, attr, config, source) -> Sc
         batcher.p_src, batcher.p_edit = np.zeros((n, a)), np.zeros((n, a))
     meter = WarpErrorMeter(config.flow_preset)
     warp = np.full((4, n), np.nan)  # source, edited, source_face, edited_face
+    psnr_face = np.full(n, np.nan)
     with console.progress("score", n) as advance:
         for i, src, edit in _pairs(inputs, n, size):
             lm = landmarks[i] if valid[i] else None
@@ -298,12 +301,14 @@ def _measure(inputs, n, size, landmarks, valid, net, attr, config, source) -> Sc
                 warp[:, i] = (step.source, step.edited, step.source_face, step.edited_face)
             if valid[i]:
                 batcher.add(i, src, edit, landmarks[i])
+                if np.isfinite(landmarks[i]).all():
+                    psnr_face[i] = psnr(src, edit, face_region(landmarks[i], src.shape[:2]))
             advance(1)
         batcher.flush()
-    return _report(inputs, n, valid, net, batcher, warp, attr, source)
+    return _report(inputs, n, valid, net, batcher, warp, psnr_face, attr, source)
 
 
-def _report(inputs, n, valid, net, batcher, warp, attr, source) -> ScoreReport:
+def _report(inputs, n, valid, net, batcher, warp, psnr_face, attr, source) -> ScoreReport:
     e_src, e_edit = batcher.e_src, batcher.e_edit
     series = idm.identity_series(e_src, e_edit, valid)
     report = ScoreReport(
@@ -313,8 +318,10 @@ def _report(inputs, n, valid, net, batcher, warp, attr, source) -> ScoreReport:
         tl_id=idm.tl_id(e_src, e_edit, valid), tg_id=idm.tg_id(e_src, e_edit, valid),
         warp_source=nanmean(warp[0]), warp_edited=nanmean(warp[1]),
         warp_source_face=nanmean(warp[2]), warp_edited_face=nanmean(warp[3]),
+        psnr_face=nanmean(psnr_face),
+        psnr_face_worst=float(np.nanmin(psnr_face)) if np.isfinite(psnr_face).any() else float("nan"),
         series=FrameSeries(series.to_source, series.adjacent_src, series.adjacent_edit,
-                           warp[0], warp[1]),
+                           warp[0], warp[1], psnr_face),
     )
     if attr is not None:
         target = attr.index

@@ -11,8 +11,8 @@ import pytest
 from skimage import data
 
 from s3edit.data.portraits import (
-    ARRAYS_FILE, JOB_DIR, META_FILE, PrepareConfig, align_portrait, largest_face, load_portraits,
-    pad_image, prepare_portraits,
+    ARRAYS_FILE, GLASSES_JOB_DIR, JOB_DIR, META_FILE, PrepareConfig, align_portrait, largest_face,
+    load_portraits, pad_image, prepare_portraits, write_glasses_job,
 )
 from s3edit.errors import InputError, OutputError
 from s3edit.face.detect import Face, make_detector
@@ -133,6 +133,28 @@ def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
     assert float(crops.crops.min()) >= -1 and float(crops.crops.max()) <= 1
     expected = (portraits.arrays["landmarks"] + 0.5) * 0.5 - 0.5
     np.testing.assert_allclose(crops.landmarks.numpy(), expected, atol=1e-5)
+
+
+def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
+    from s3edit.data.glasses import glasses_twins
+    from s3edit.job import Job
+    from s3edit.model.data import load_job_crops
+
+    out = tmp_path / "aligned"
+    prepare_portraits(make_folder(tmp_path / "photos"), out, PrepareConfig(size=64))
+    portraits = load_portraits(out)
+    portraits.items[1]["source"] = "london"  # the head's glasses sources; "studio" is not one
+    job_dir, n = write_glasses_job(portraits, out / GLASSES_JOB_DIR, seed=3)
+    assert n == 1
+    twins = load_job_crops(Job.open(job_dir), 64)
+    plain = load_job_crops(Job.open(out / JOB_DIR), 64)
+    assert twins.crops.shape == (1, 3, 64, 64)
+    np.testing.assert_array_equal(twins.landmarks.numpy(), plain.landmarks[1:].numpy())
+    expected = glasses_twins(portraits.arrays["crops"][1:], portraits.arrays["landmarks"][1:],
+                             portraits.arrays["rows"][1:], seed=3)
+    np.testing.assert_allclose(((twins.crops[0].permute(1, 2, 0) + 1) * 127.5).numpy(), expected[0], atol=0.01)
+    changed = (twins.crops[0] != plain.crops[1]).any(0)
+    assert 0.02 < float(changed.float().mean()) < 0.5  # glasses on the eyes, not a new picture
 
 
 def test_prepare_resumes_from_shards(tmp_path, monkeypatch):

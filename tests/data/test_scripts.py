@@ -1,4 +1,4 @@
-"""scripts/prepare_faces.py and scripts/fit_heads.py as a user runs them: output,
+"""scripts/prepare_faces.py, fit_heads.py and glasses_job.py as a user runs them: output,
 exit codes and one-line error messages."""
 
 from __future__ import annotations
@@ -79,3 +79,10 @@ def test_fit_heads_on_too_few_labels(run, tmp_path):
     result = run("fit_heads", str(out), "-o", str(tmp_path / "heads"), "-q")
     assert result.exit_code == 1
     assert "has no labels of both classes for Eyeglasses, Smiling, Male, Young" in result.stderr
+
+
+def test_glasses_job_without_a_dataset(run, tmp_path):
+    result = run("glasses_job", str(tmp_path))
+    assert result.exit_code == 1 and "holds no finished aligned portraits" in result.stderr
+    assert "Traceback" not in result.output
+

@@ -111,3 +111,17 @@ def test_bisenet_logits_have_input_size():
     net = bisenet.BiSeNet().eval()
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
+
+
+@pytest.mark.parametrize("name, trained, fp16_mb", [("default-64", 3_196_131, 18), ("default-128", None, 50)])
+def test_default_presets_are_offline_and_fit_the_shipping_limit(name, trained, fp16_mb):
+    """The default model's architectures need no weights but their own (dlib's identity
+    net, align's landmarks) and stay under issue 6's 50 MB in float16."""
+    config = preset(name)
+    assert (config.id_encoder, config.id_dim, config.lnd_encoder, config.face_parser) == ("dlib", 128, "external", False)
+    model = build_dva(config, device="meta")
+    learned = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder.idnet."))
+    if trained is not None:
+        assert learned == trained
+    total = sum(p.numel() for p in model.parameters())
+    assert total * 2 / 1e6 < fp16_mb

@@ -72,6 +72,19 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     assert len(train_dva(tiny_model(), crops(), other, tmp_path).losses) == 6
 
 
+def test_more_steps_continue_a_finished_run_to_the_same_weights(tmp_path):
+    full = train_dva(tiny_model(), crops(), CFG, tmp_path / "a")
+    short = TrainConfig(**{**CFG.__dict__, "steps": 3})
+    train_dva(tiny_model(), crops(), short, tmp_path / "b")
+    longer = train_dva(tiny_model(), crops(), CFG, tmp_path / "b")
+    assert len(longer.losses) == 3  # steps 4..6 on top of the finished 3-step run
+    for (name, a), b in zip(full.ema.state_dict().items(), longer.ema.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # a checkpoint past the asked-for budget is neither taken nor replaced
+    with pytest.raises(InputError, match="at step 6, past the 3 steps asked for"):
+        train_dva(tiny_model(), crops(), short, tmp_path / "a")
+
+
 def test_evaluate_is_deterministic_and_matches_forward():
     model = tiny_model()
     freeze_encoders(model)

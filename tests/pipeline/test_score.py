@@ -15,6 +15,7 @@ from s3edit.face import identity
 from s3edit.face.detect import make_detector
 from s3edit.face.identity import IdentityNet, l2_normalise
 from s3edit.job import Job
+from s3edit.metrics.psnr import PSNR_IDENTICAL
 from s3edit.pipeline.score import AttributeTarget, resolve_edited, score
 from s3edit.video.io import VideoWriter, iter_frames, probe, source_info
 
@@ -104,12 +105,14 @@ def test_a_video_against_itself_scores_one(self_report):
     assert r.tl_id == pytest.approx(1.0, abs=1e-6) and r.tg_id == pytest.approx(1.0, abs=1e-6)
     assert r.warp_edited == r.warp_source and 0 < r.warp_source < 10
     assert np.isnan(r.series.warp_source[0]) and np.isfinite(r.series.warp_source[1:]).all()
+    assert r.psnr_face == r.psnr_face_worst == PSNR_IDENTICAL
     assert r.tacr is None and r.napr is None
 
 
 def test_a_blurred_copy_lowers_id_preserve(clips, self_report):
     r = score(clips["short"], clips["blurred"])
     assert r.id_preserve < 0.99 and r.id_preserve < self_report.id_preserve - 0.01
+    assert 15 < r.psnr_face_worst <= r.psnr_face < 45
     assert r.tl_id == pytest.approx(1.0, abs=0.02)  # uniform blur stays consistent over time
     assert np.nanmax(r.series.id_to_source) < 0.995
 
@@ -130,7 +133,7 @@ def test_paste_round_trip_scored_from_jobs(short_job, clips):
     paste_video(short_job, clips["dir"] / "round_trip.mp4")
     r = score(short_job.root, short_job.root)  # ORIGINAL = its source, EDITED = its paste
     assert r.landmarks_from == "job" and r.edited == str((clips["dir"] / "round_trip.mp4").resolve())
-    assert r.id_preserve > 0.99
+    assert r.id_preserve > 0.99 and r.psnr_face > 35  # the paste round trip keeps the face
     assert r.tl_id == pytest.approx(1.0, abs=0.01) and r.tg_id == pytest.approx(1.0, abs=0.01)
 
 
