@@ -1,7 +1,7 @@
 """``s3edit score ORIGINAL EDITED``: identity and temporal metrics of an edit.
 
 The work lives in ``s3edit.pipeline.score``; the report's table, JSON and plot in
-``s3edit.metrics.report``."""
+``s3edit.metrics.report``, the contact sheet in ``s3edit.metrics.sheet``."""
 
 from __future__ import annotations
 
@@ -32,23 +32,28 @@ def score_cmd(
                                          "(default: the edit EDITED's job pasted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with per-frame values)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a per-frame PNG plot here."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+    sheet: Path | None = typer.Option(None, "--sheet",
+                                      help="Write a contact sheet PNG here: the face in 6 frames, original above edit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot/--sheet file."),
 ) -> None:
     """Score an edit: ID-Preserve, TL-ID, TG-ID, PSNR in the face and temporal warp error against the original.
 
-    Example: s3edit score clip.mp4 clip_glasses.mp4 --plot clip_glasses_score.png
+    Example: s3edit score clip.mp4 clip_glasses.mp4 --plot clip_glasses_score.png --sheet clip_glasses_sheet.png
 
     With the original's job (reuses its landmarks): s3edit score clip.job clip_glasses.mp4 --json
     """
-    if plot is not None:
-        check_output_path(plot, [original, edited], overwrite)
+    for picture in (plot, sheet):
+        if picture is not None:
+            check_output_path(picture, [original, edited], overwrite)
     from s3edit.pipeline.edit import score_nets  # model issue: TACR/NAPR + arcface
 
     net, target = score_nets(edited, original, weights=weights, attribute=attr, id_net=id_net)
-    report = score(original, edited, id_net=net or id_net, attr=target)
+    report = score(original, edited, id_net=net or id_net, attr=target, sheet=sheet)
     if plot is not None:
         write_plot(report, plot)
         console.note(f"wrote {plot}")
+    if sheet is not None:
+        console.note(f"wrote {sheet}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -37,6 +37,7 @@ from s3edit.job import Job
 from s3edit.metrics import identity as idm
 from s3edit.metrics.psnr import psnr
 from s3edit.metrics.report import FrameSeries, ScoreReport
+from s3edit.metrics import sheet as sheets
 from s3edit.metrics.warp import DEFAULT_PRESET, WarpErrorMeter, face_region, nanmean
 from s3edit.video.io import VideoInfo, iter_frames, probe
 
@@ -70,6 +71,7 @@ class ScoreConfig:
     batch_size: int = 16  # faces per identity-net call (x2: original and edited)
     flow_preset: str = DEFAULT_PRESET  # OpenCV DIS preset for the warp error
     detector: str = "dlib"  # when landmarks must be detected (no job given)
+    sheet_frames: int = sheets.DEFAULT_FRAMES  # columns of the contact sheet (``sheet=``)
 
 
 @dataclass
@@ -253,8 +255,11 @@ def score(
     id_net: str | IdentityNet = DEFAULT_ID_NET,
     attr: AttributeTarget | None = None,
     config: ScoreConfig | None = None,
+    sheet: str | os.PathLike | None = None,
 ) -> ScoreReport:
     """Score ``edited`` against ``original`` (videos or job directories; module doc).
+    ``sheet``: also write a contact sheet PNG there (``s3edit.metrics.sheet``): the face
+    in ``config.sheet_frames`` frames of the original above the same frames edited.
 
     Returns a ``ScoreReport`` with ID-Preserve, TL-ID, TG-ID, PSNR inside the face
     region (``s3edit.metrics.psnr``), warp errors (source
@@ -281,10 +286,10 @@ def score(
     if not valid.any():
         raise NoFaceError(f"no face was found in the original {str(inputs.original)!r}; "
                           "score needs a face to compare identities.")
-    return _measure(inputs, n, size, landmarks, valid, net, attr, config, source)
+    return _measure(inputs, n, size, landmarks, valid, net, attr, config, source, sheet)
 
 
-def _measure(inputs, n, size, landmarks, valid, net, attr, config, source) -> ScoreReport:
+def _measure(inputs, n, size, landmarks, valid, net, attr, config, source, sheet=None) -> ScoreReport:
     batcher = _Batcher(net, np.zeros((n, net.dim), np.float32), np.zeros((n, net.dim), np.float32),
                        config.batch_size, attr)
     if attr is not None:
@@ -293,6 +298,9 @@ def _measure(inputs, n, size, landmarks, valid, net, attr, config, source) -> Sc
     meter = WarpErrorMeter(config.flow_preset)
     warp = np.full((4, n), np.nan)  # source, edited, source_face, edited_face
     psnr_face = np.full(n, np.nan)
+    finite = valid & np.isfinite(landmarks).all(axis=(1, 2))
+    picks = set(sheets.pick_frames(finite, config.sheet_frames)) if sheet is not None else set()
+    tiles: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     with console.progress("score", n) as advance:
         for i, src, edit in _pairs(inputs, n, size):
             lm = landmarks[i] if valid[i] else None
@@ -301,10 +309,19 @@ def _measure(inputs, n, size, landmarks, valid, net, attr, config, source) -> Sc
                 warp[:, i] = (step.source, step.edited, step.source_face, step.edited_face)
             if valid[i]:
                 batcher.add(i, src, edit, landmarks[i])
-                if np.isfinite(landmarks[i]).all():
+                if finite[i]:
                     psnr_face[i] = psnr(src, edit, face_region(landmarks[i], src.shape[:2]))
+            if i in picks:
+                box = sheets.face_box(landmarks[i], src.shape[:2])
+                tiles[i] = (sheets.tile(src, box), sheets.tile(edit, box))
             advance(1)
         batcher.flush()
+    if sheet is not None and tiles:
+        order = sorted(tiles)
+        sheets.write_sheet(sheets.contact_sheet(
+            [(f"original: {inputs.original.name}", [tiles[i][0] for i in order]),
+             (f"edited: {inputs.edited.name}", [tiles[i][1] for i in order])],
+            [f"frame {i}" for i in order]), sheet)
     return _report(inputs, n, valid, net, batcher, warp, psnr_face, attr, source)
 
 

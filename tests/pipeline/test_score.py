@@ -16,6 +16,7 @@ from s3edit.face.detect import make_detector
 from s3edit.face.identity import IdentityNet, l2_normalise
 from s3edit.job import Job
 from s3edit.metrics.psnr import PSNR_IDENTICAL
+from s3edit.metrics.sheet import DEFAULT_TILE, LABEL_HEIGHT
 from s3edit.pipeline.score import AttributeTarget, resolve_edited, score
 from s3edit.video.io import VideoWriter, iter_frames, probe, source_info
 
@@ -203,10 +204,10 @@ def test_missing_inputs_are_refused(clips, tmp_path):
 # --- CLI -------------------------------------------------------------------------
 
 
-def test_cli_json_and_plot(cli, clips, patch_net, tmp_path):
-    plot = tmp_path / "score.png"
+def test_cli_json_plot_and_sheet(cli, clips, patch_net, tmp_path):
+    plot, sheet = tmp_path / "score.png", tmp_path / "sheet.png"
     result = cli("-q", "score", str(clips["short"]), str(clips["blurred"]), "--id-net", patch_net,
-                 "--json", "--plot", str(plot))
+                 "--json", "--plot", str(plot), "--sheet", str(sheet))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["format"] == "s3edit-score" and data["id_net"] == PatchNet.name
@@ -215,6 +216,12 @@ def test_cli_json_and_plot(cli, clips, patch_net, tmp_path):
     assert len(data["per_frame"]["warp_edited"]) == SHORT and data["per_frame"]["warp_edited"][0] is None
     assert data["paper_figures"]["S3Editor"]["tl_id"] == 0.9986
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = cv2.imread(str(sheet))  # caption, original row, caption, edited row
+    columns = min(6, SHORT)
+    assert picture.shape == (LABEL_HEIGHT + 2 * (LABEL_HEIGHT + DEFAULT_TILE), columns * DEFAULT_TILE, 3)
+    top = picture[2 * LABEL_HEIGHT:2 * LABEL_HEIGHT + DEFAULT_TILE].astype(float)
+    bottom = picture[-DEFAULT_TILE:].astype(float)
+    assert 1 < np.abs(top - bottom).mean() < 40  # the same faces, one row blurred
 
     again = cli("-q", "score", str(clips["short"]), str(clips["blurred"]), "--id-net", patch_net,
                 "--plot", str(plot))
