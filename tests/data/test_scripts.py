@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -86,3 +87,47 @@ def test_glasses_job_without_a_dataset(run, tmp_path):
     assert result.exit_code == 1 and "holds no finished aligned portraits" in result.stderr
     assert "Traceback" not in result.output
 
+
+
+def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
+    from safetensors import safe_open
+
+    from s3edit.model.download import sha256_file
+    from s3edit.model.registry import load_registry, resolve_weights
+    from s3edit.model.weightset import load_weight_set, random_weight_set
+
+    registry = tmp_path / "weights" / "registry.json"
+    registry.parent.mkdir()
+    original = json.loads((ROOT / "weights" / "registry.json").read_text())
+    original["sets"] = {"default": {**original["sets"]["default"], "shipped": False}}
+    registry.write_text(json.dumps(original))
+    (tmp_path / "weights" / "default").mkdir()
+    (tmp_path / "weights" / "default" / "MODEL_CARD.md").write_text("card")
+    trained = random_weight_set(tmp_path / "trained")
+
+    result = run("export_default", str(trained), "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    entry = json.loads(registry.read_text())["sets"]["default"]
+    assert entry["shipped"] is True and "notes" not in entry
+    folder = tmp_path / "weights" / "default"
+    assert [f["filename"] for f in entry["files"]] == ["classifier.safetensors", "config.json", "model.safetensors"]
+    for f in entry["files"]:
+        assert sha256_file(folder / f["filename"]) == f["sha256"] and f["sha256"] in result.output
+    assert (folder / "MODEL_CARD.md").read_text() == "card"  # not the script's to touch
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert f.get_tensor("encoder.linear.weight").dtype == torch.float16
+    assert resolve_weights(None, load_registry(registry)) == folder
+    ours, theirs = load_weight_set(folder), load_weight_set(trained)
+    assert ours.classifier.names == theirs.classifier.names
+    torch.testing.assert_close(ours.model.encoder.linear.weight, theirs.model.encoder.linear.weight,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_export_default_needs_heads(run, tmp_path):
+    from s3edit.model.config import preset
+    from s3edit.model.dva import build_dva
+    from s3edit.model.weightset import save_weight_set
+
+    bare = save_weight_set(tmp_path / "bare", build_dva(preset("tiny-32-dlib")))
+    result = run("export_default", str(bare), "--registry", str(ROOT / "weights" / "registry.json"))
+    assert result.exit_code == 1 and "has no attribute heads; add them with" in result.stderr
