@@ -1,0 +1,126 @@
+"""Validation of a weight set on real clips: reconstruction and an attribute edit, scored.
+
+    python benchmarks/default_model.py                                   # the default set
+    python benchmarks/default_model.py --weights default --compare ./default-s3 --frames 75
+    python benchmarks/default_model.py --clips ../shared/clips/talk_man_short_2s.mp4 --steps 50
+
+For each clip (default: two shared clips of people without glasses) and each weight set
+(``--weights``, then every ``--compare``), on the clip's first ``--frames`` frames:
+
+1. ``align`` at the set's resolution (a job per clip and set);
+2. ``edit`` at scale 0 (encode + decode: the reconstruction) and ``score`` it:
+   PSNR inside the face region, ID-Preserve;
+3. ``edit --attr ATTR --scale S`` and ``score`` it: ID-Preserve, TL-ID, TG-ID, TACR
+   (share of frames whose ATTR head moved to the target: for Eyeglasses, the share of
+   frames where the glasses head flips), NAPR, PSNR in the face; plus a contact sheet
+   (``score --sheet``: the face in six frames, original above edit) in ``--out``.
+
+TACR/NAPR use the FIRST set's heads for every row, so all rows are judged alike. The
+identity net of the metrics is ``--id-net`` (dlib's 128-d ResNet by default). The same
+figures come from the commands (per clip): ``s3edit edit CLIP --attr Eyeglasses --scale 0``
+then ``s3edit score CLIP.s3job CLIP_recon.mp4``, and ``s3edit edit CLIP --attr Eyeglasses
+--scale 0.6`` then ``s3edit score CLIP.s3job CLIP_Eyeglasses+0.6.mp4 --sheet sheet.png``
+(whole clips; this script takes the first frames to bound the CPU time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CLIPS = ROOT.parent / "shared" / "clips"
+DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
+COLUMNS = ("psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face", "seconds")
+HEADERS = ("PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit", "seconds")
+
+
+def validate(clip: Path, weights: Path, judge, job, args, out: Path) -> dict[str, float]:
+    """Reconstruction and edit of one clip with one set -> the row's figures."""
+    from s3edit.pipeline.edit import edit_job
+    from s3edit.pipeline.paste import PasteConfig, paste_video
+    from s3edit.pipeline.score import AttributeTarget, score
+
+    started = time.perf_counter()
+    tag = f"{clip.stem}__{weights.name}"
+    row: dict[str, float] = {}
+    recon = edit_job(job, [(args.attr, 0.0)], weights=weights, steps=args.steps, batch_size=args.batch_size)
+    video = paste_video(job, out / f"{tag}_recon.mp4",
+                        PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
+    report = score(job.root, video, id_net=args.id_net)
+    row["psnr_recon"], row["id_recon"] = report.psnr_face, report.id_preserve
+    edit = edit_job(job, [(args.attr, args.scale)], weights=weights, steps=args.steps, batch_size=args.batch_size)
+    video = paste_video(job, out / f"{tag}_{edit.name}.mp4",
+                        PasteConfig(edit=edit.name, overwrite=True, max_frames=args.frames)).output
+    target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
+    report = score(job.root, video, id_net=args.id_net, attr=target, sheet=out / f"{tag}_sheet.png")
+    for key in ("id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face"):
+        row[key] = getattr(report, key)
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) < 2 else f"{value:.2f}"
+
+
+def print_table(results: dict[str, dict[str, dict[str, float]]], args) -> None:
+    print(f"\n{args.attr} {args.scale:+g}, {args.steps} DDIM steps, first {args.frames} frames, "
+          f"id net {args.id_net}; PSNR in dB inside the face region")
+    print(f"{'clip':<36} {'weights':<16} " + " ".join(f"{h:>9}" for h in HEADERS))
+    for clip, rows in results.items():
+        for name, row in rows.items():
+            print(f"{clip:<36} {name:<16} " + " ".join(f"{fmt(row.get(c)):>9}" for c in COLUMNS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=Path, nargs="+", default=None,
+                        help=f"videos (default: {', '.join(DEFAULT_CLIPS)} from ../shared/clips)")
+    parser.add_argument("--weights", default=None, help="weight set (default: the registry's default)")
+    parser.add_argument("--compare", action="append", default=[], help="more weight sets, one row each")
+    parser.add_argument("--attr", default="Eyeglasses")
+    parser.add_argument("--scale", type=float, default=0.6)
+    parser.add_argument("--steps", type=int, default=100, help="DDIM steps of encode and decode")
+    parser.add_argument("--frames", type=int, default=75, help="only the first N frames of each clip")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--id-net", default="dlib-cpp", help="identity net of the metrics")
+    parser.add_argument("--out", type=Path, default=Path("default-model-validation"),
+                        help="jobs, videos and contact sheets go here")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+
+    from s3edit.model.registry import resolve_weights
+    from s3edit.pipeline.align import align_video
+    from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
+
+    clips = args.clips or [SHARED_CLIPS / name for name in DEFAULT_CLIPS]
+    missing = [str(c) for c in clips if not c.is_file()]
+    if missing:
+        raise SystemExit(f"missing clips: {', '.join(missing)} (the defaults need ../shared/clips)")
+    sets = [resolve_weights(args.weights)] + [resolve_weights(w) for w in args.compare]
+    judge = WeightSetFaces(load_weights(sets[0], pick_device("auto")))
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for clip in clips:
+        for weights in sets:
+            size = load_weights(weights, pick_device("auto")).size
+            # one job per set: edits of the same name by two sets must not meet
+            job = align_video(clip, args.out / f"{clip.stem}__{weights.name}.s3job", size=size,
+                              max_frames=args.frames)
+            print(f"[{clip.name}] {weights.name} ...", flush=True)
+            results.setdefault(clip.name, {})[weights.name] = validate(clip, weights, judge, job, args, args.out)
+    print_table(results, args)
+    print(f"contact sheets: {args.out}/*_sheet.png")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
