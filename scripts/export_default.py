@@ -5,7 +5,8 @@ sha256 values into weights/registry.json (issue 6).
 
 The set must have attribute heads (``fit_heads.py --into``). Floating tensors are
 stored as float16 (halves the size; the pipeline computes in float32 on a CPU anyway);
-``config.json`` keeps the training record. Files other than the weight set's
+``config.json`` keeps the training record (home folder written as ``~``) and takes the
+registry entry's licence. Files other than the weight set's
 (``TRAINING.md``, ``MODEL_CARD.md``) stay as they are. The registry's ``default`` entry
 gets the new files with their sha256 and ``"shipped": true``.
 """
@@ -39,11 +40,14 @@ def export(source: Path, registry_path: Path, name: str = "default") -> list[dic
     if ws.classifier is None:
         raise WeightsError(f"weight set {str(source)!r} has no attribute heads; add them with "
                            "`python scripts/fit_heads.py DATA -o HEADS --size S --into SET` first.")
+    meta = {**ws.meta, "name": name, "licence": entry.get("licence", ws.meta.get("licence"))}
+    home = str(Path.home())
+    if isinstance(meta.get("source"), dict):  # no trainer's home folder in a shipped file
+        meta["source"] = json.loads(json.dumps(meta["source"]).replace(home, "~"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set"
         tensors = None if ws.s3_tensors is None else {k: v.float() for k, v in ws.s3_tensors.items()}
-        save_weight_set(out, ws.model, ws.config, ws.classifier, {**ws.meta, "name": name},
-                        dtype=torch.float16, s3_tensors=tensors)
+        save_weight_set(out, ws.model, ws.config, ws.classifier, meta, dtype=torch.float16, s3_tensors=tensors)
         files = sorted(p.name for p in out.iterdir())
         size_mb = sum((out / f).stat().st_size for f in files) / 1e6
         if size_mb > LIMIT_MB:

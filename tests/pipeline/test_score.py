@@ -240,7 +240,7 @@ def test_cli_table_names_the_net_and_says_why_no_tacr(cli, clips, patch_net):
 
 @pytest.mark.parametrize("args, message", [
     (["--id-net", "facenet"], "unknown identity net 'facenet'; choose one of:"),
-    (["--id-net", "arcface"], "weight set 'default' is not shipped with this version of s3edit yet"),
+    (["--id-net", "arcface", "--weights", "./no-such-set"], "weight-set folder 'no-such-set' does not exist"),
     (["--cut"], "score compares frame by frame"),
 ])
 def test_cli_errors_are_one_line(cli, clips, args, message):
