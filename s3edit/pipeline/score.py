@@ -35,9 +35,9 @@ from s3edit.errors import InputError, JobError, NoFaceError
 from s3edit.face.identity import DEFAULT_ID_NET, IdentityNet, make_identity_net
 from s3edit.job import Job
 from s3edit.metrics import identity as idm
+from s3edit.metrics import sheet as sheets
 from s3edit.metrics.psnr import psnr
 from s3edit.metrics.report import FrameSeries, ScoreReport
-from s3edit.metrics import sheet as sheets
 from s3edit.metrics.warp import DEFAULT_PRESET, WarpErrorMeter, face_region, nanmean
 from s3edit.video.io import VideoInfo, iter_frames, probe
 

@@ -186,7 +186,8 @@ def test_list_reports_installed_sets_and_s3_facts(home):
              s3={"K": 5, "q": 0.1, "groups_zeroed": ["brows"]})
     rows = {r.name: r for r in reg.list_weights(reg.load_registry(reg.REGISTRY_PATH))}
     assert rows["dva"].installed and rows["dva"].kind == "import" and rows["dva"].path == str(home / "dva")
-    assert not rows["default"].installed and rows["default"].default
+    assert rows["default"].installed and rows["default"].default and rows["default"].kind == "bundled"
+    assert rows["default"].path == str(reg.REGISTRY_PATH.parent / "default")
     assert rows["tuned"].kind == "local" and rows["tuned"].licence == "CC-BY-4.0"
     assert reg.describe_s3(rows["tuned"].s3) == "K=5 q=0.1 zeroed=1"
     assert reg.describe_s3(None) == ""
