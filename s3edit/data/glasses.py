@@ -205,14 +205,29 @@ def draw_glasses(image: np.ndarray, landmarks: np.ndarray, style: GlassesStyle) 
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+# One fixed style for the paired-edit supervision of the decoder (``scripts/glasses_job.py
+# --style classic``): bold black rectangular acetate frames with clear lenses. The
+# Eyeglasses *head* is fitted on varied styles (``random_style``) so that it finds
+# glasses, not one drawing; the *decoder* learns from pairs what an Eyeglasses edit
+# draws, and an L1 loss over many styles would learn their per-pixel median, which is
+# mostly no frame at all. One style gives it one clear target.
+CLASSIC = GlassesStyle(shape="rectangular", half_width=0.43, aspect=0.62, exponent=3.5, bridge=0.2,
+                       drop=0.04, thickness=0.075, frame_colour=FRAME_COLOURS[0], tint=CLEAR_TINT,
+                       lens_alpha=0.1, temples=True, top_bar=False)
+STYLES = {"random": None, "classic": CLASSIC}  # --style names: None = random_style per face
+
+
 def style_for(seed: int, key: int) -> GlassesStyle:
     """The random style of item ``key`` under ``seed``: the same pair always gets the
     same glasses, whatever else is drawn (resumable, order-free)."""
     return random_style(np.random.default_rng([seed, key]))
 
 
-def glasses_twins(crops: np.ndarray, landmarks: np.ndarray, keys: np.ndarray, seed: int = 0) -> np.ndarray:
+def glasses_twins(crops: np.ndarray, landmarks: np.ndarray, keys: np.ndarray, seed: int = 0,
+                  style: GlassesStyle | None = None) -> np.ndarray:
     """Copies of crops (N, S, S, 3) uint8 with glasses drawn from their (N, 68, 2)
-    landmarks, each in ``style_for(seed, keys[i])`` -> (N, S, S, 3) uint8."""
-    return np.stack([draw_glasses(c, lm, style_for(seed, int(k))) for c, lm, k in zip(crops, landmarks, keys)]) \
-        if len(crops) else np.zeros_like(crops)
+    landmarks, each in ``style_for(seed, keys[i])`` (or in ``style`` for all) ->
+    (N, S, S, 3) uint8."""
+    if not len(crops):
+        return np.zeros_like(crops)
+    return np.stack([draw_glasses(c, lm, style or style_for(seed, int(k))) for c, lm, k in zip(crops, landmarks, keys)])

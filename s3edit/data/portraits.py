@@ -41,6 +41,10 @@ Layout of an aligned dataset folder (format DATASET_FORMAT, version DATASET_VERS
       glasses-job/           optional (``scripts/glasses_job.py``): the synthetic-glasses
                              twins of the faces the Eyeglasses head is fitted on, as a
                              second job for training (``write_glasses_job``)
+      glasses-job-pairs.json  which frame of job/ each twin is (``s3edit.data.pairs``)
+      classic-glasses-job/   optional (``--style classic``): the same faces in one fixed
+                             style, the edit pairs the default model's decoder learns
+                             Eyeglasses from (+ classic-glasses-job-pairs.json)
 """
 
 from __future__ import annotations
@@ -224,6 +228,7 @@ META_FILE = "dataset.json"
 SHARDS_DIR = "shards"
 JOB_DIR = "job"
 GLASSES_JOB_DIR = "glasses-job"
+CLASSIC_GLASSES_JOB_DIR = "classic-glasses-job"
 CHUNK = 64  # portraits per resume point
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARRAY_SPECS = {  # name -> (per-item shape given crop size S, dtype)
@@ -494,19 +499,35 @@ def write_stills_job(job_dir: Path, arrays: dict[str, np.ndarray], params: dict)
     return job_dir
 
 
-def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0) -> tuple[Path, int]:
+def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style: str = "random"
+                      ) -> tuple[Path, int]:
     """The synthetic-glasses twins of the faces the Eyeglasses head trains on, as an
     s3edit job beside ``job/`` -> (job_dir, twins). Same crops, landmarks and quads,
-    glasses drawn in ``style_for(seed, row)`` (``s3edit.data.glasses``): with ``seed``
-    equal to ``fit_heads.py``'s, the model trains on the very images the head's
-    positives come from. Training on both jobs shows the network faces with and without
-    glasses whose z_id differ by what glasses do to z_id. Replaces an earlier one."""
-    from s3edit.data.glasses import glasses_twins
+    glasses drawn in ``style_for(seed, row)`` (``style="random"``; with ``seed`` equal
+    to ``fit_heads.py``'s, the very images the head's positives come from) or in one
+    named style for all (``"classic"``: ``s3edit.data.glasses.STYLES``). Beside the
+    job, ``<job_dir>-pairs.json`` (``s3edit.data.pairs``) pairs each twin with its
+    face in ``job/`` for ``s3edit tune --pairs``. Replaces earlier ones."""
+    from s3edit.data.glasses import STYLES, glasses_twins
     from s3edit.data.heads import glasses_rows
+    from s3edit.data.pairs import write_pairs
 
+    if style not in STYLES:
+        raise InputError(f"unknown glasses style {style!r}; one of {', '.join(STYLES)}.")
+    job_dir = Path(job_dir)
     idx = glasses_rows(portraits.items)
     arrays = {k: v[idx] for k, v in portraits.arrays.items()}
-    arrays["crops"] = glasses_twins(arrays["crops"], arrays["landmarks"], arrays["rows"], seed)
-    params = {**portraits.meta["params"], "glasses_seed": seed}
-    return write_stills_job(Path(job_dir), arrays, params), len(idx)
+    arrays["crops"] = glasses_twins(arrays["crops"], arrays["landmarks"], arrays["rows"], seed, STYLES[style])
+    params = {**portraits.meta["params"], "glasses_seed": seed, "glasses_style": style}
+    write_stills_job(job_dir, arrays, params)
+    write_pairs(pairs_path(job_dir), "Eyeglasses", job_dir.parent / JOB_DIR, job_dir,
+                np.stack([idx, np.arange(len(idx))], axis=1),
+                note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} with glasses drawn "
+                     f"from its landmarks (style {style}, seed {seed}; s3edit.data.glasses)")
+    return job_dir, len(idx)
 
+
+def pairs_path(job_dir: Path) -> Path:
+    """Where ``write_glasses_job`` puts the pairs file of a twin job: ``<job_dir>-pairs.json``."""
+    job_dir = Path(job_dir)
+    return job_dir.with_name(job_dir.name + "-pairs.json")

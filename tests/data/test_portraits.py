@@ -8,11 +8,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from skimage import data
 
 from s3edit.data.portraits import (
     ARRAYS_FILE, GLASSES_JOB_DIR, JOB_DIR, META_FILE, PrepareConfig, align_portrait, largest_face,
-    load_portraits, pad_image, prepare_portraits, write_glasses_job,
+    load_portraits, pad_image, prepare_portraits, write_glasses_job, pairs_path, CLASSIC_GLASSES_JOB_DIR,
 )
 from s3edit.errors import InputError, OutputError
 from s3edit.face.detect import Face, make_detector
@@ -136,7 +137,7 @@ def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
 
 
 def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
-    from s3edit.data.glasses import glasses_twins
+    from s3edit.data.glasses import CLASSIC, glasses_twins
     from s3edit.job import Job
     from s3edit.model.data import load_job_crops
 
@@ -155,6 +156,26 @@ def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
     np.testing.assert_allclose(((twins.crops[0].permute(1, 2, 0) + 1) * 127.5).numpy(), expected[0], atol=0.01)
     changed = (twins.crops[0] != plain.crops[1]).any(0)
     assert 0.02 < float(changed.float().mean()) < 0.5  # glasses on the eyes, not a new picture
+
+    # the pairs file beside it names twin 0 as face 1 of job/, and tune's rows follow
+    from s3edit.data.pairs import read_pairs, resolve_pairs
+
+    pairs = read_pairs(pairs_path(job_dir))
+    assert pairs.attribute == "Eyeglasses" and pairs.frames.tolist() == [[1, 0]]
+    assert pairs.without.resolve() == (out / JOB_DIR).resolve() and pairs.with_.resolve() == job_dir.resolve()
+    rows = resolve_pairs(pairs, [out / JOB_DIR, job_dir], [np.arange(2), np.arange(1)])
+    assert rows.tolist() == [[1, 2]]
+
+    # --style classic: one fixed style for every face, its own folder and pairs file
+    classic_dir, _ = write_glasses_job(portraits, out / CLASSIC_GLASSES_JOB_DIR, seed=3, style="classic")
+    classic = load_job_crops(Job.open(classic_dir), 64)
+    expected = glasses_twins(portraits.arrays["crops"][1:], portraits.arrays["landmarks"][1:],
+                             portraits.arrays["rows"][1:], style=CLASSIC)
+    np.testing.assert_allclose(((classic.crops[0].permute(1, 2, 0) + 1) * 127.5).numpy(), expected[0], atol=0.01)
+    assert not torch.equal(classic.crops, twins.crops)
+    assert read_pairs(pairs_path(classic_dir)).frames.tolist() == [[1, 0]]
+    with pytest.raises(InputError, match="unknown glasses style 'bold'"):
+        write_glasses_job(portraits, out / "x", style="bold")
 
 
 def test_prepare_resumes_from_shards(tmp_path, monkeypatch):

@@ -88,6 +88,23 @@ def test_glasses_job_without_a_dataset(run, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_glasses_job_styles_and_pairs_file(run, tmp_path):
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "aligned"
+    assert run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q").exit_code == 0
+    meta = json.loads((out / "dataset.json").read_text())
+    meta["items"][0]["source"] = "london"  # a source the glasses twins are drawn for
+    (out / "dataset.json").write_text(json.dumps(meta))
+    result = run("glasses_job", str(out), "--style", "classic")
+    assert result.exit_code == 0, result.output
+    assert "1 faces with drawn glasses (classic)" in result.stdout
+    assert (out / "classic-glasses-job" / "manifest.json").is_file()
+    pairs = json.loads((out / "classic-glasses-job-pairs.json").read_text())
+    assert pairs["attribute"] == "Eyeglasses" and pairs["frames"] == [[0, 0]]
+    assert pairs["without"] == "job" and pairs["with"] == "classic-glasses-job"
+    bad = run("glasses_job", str(out), "--style", "bold")
+    assert bad.exit_code == 1 and "unknown glasses style 'bold'; one of random, classic." in bad.stderr
+
 
 def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
     from safetensors import safe_open
