@@ -23,6 +23,9 @@ def tune_cmd(
     clusters: int = typer.Option(5, "--clusters", min=1, help="K, attribute clusters (K-means)."),
     sparsity: float = typer.Option(0.1, "--sparsity", min=0.0, max=1.0, help="q: zero floor(q*7K) landmark groups (0: none)."),
     train_what: str = typer.Option("all", "--train", help="all (transforms + fusion + UNet) or transforms."),
+    pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute; with --objective dva): teaches the decoder that edit. Repeatable."),
+    pair_weight: float = typer.Option(1.0, "--pair-weight", min=0.0, help="Weight of the paired-edit loss."),
+    pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
@@ -34,12 +37,15 @@ def tune_cmd(
 
     Example: s3edit tune clip.mp4 --from dva -o dva-clip --steps 500
 
+    Paired edits: s3edit tune DATA/job --pairs DATA/classic-glasses-job-pairs.json --from default --objective dva -o mine
+
     Many processes (CPUs or GPUs): torchrun --nproc_per_node 4 -m s3edit.cli.app tune clip.mp4 --from dva -o dva-clip
     (or, on GPUs, accelerate launch --multi_gpu --num_processes 4 -m s3edit.cli.app tune ...)
     """
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
-    result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3, overwrite=overwrite)
+    result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3,
+                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

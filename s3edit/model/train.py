@@ -13,6 +13,29 @@ DVA's objective, per step, for a batch of aligned crops x0 (B, 3, S, S) in [-1, 
    the face mask: the two predictions must agree on the face whatever the noise, which
    keeps face information out of x_T.
 
+Paired edits (our addition, issue 6; off unless pairs are given): where the data holds
+the same face without and with an attribute (``s3edit.data.pairs``: the default model's
+synthetic-glasses twins), a third term teaches the decoder what the attribute's edit
+draws, whatever the noisy frame shows. For a pair row (src, tgt) in either direction
+(add: src lacks it; remove: src has it), t_p ~ U{t_min..T-1} and a noise eps_p:
+
+    x_p  = sqrt(abar) src + sqrt(1 - abar) eps_p           (src's noisy frame)
+    z_p  = tgt's own z_id, or DVA's edit rule on src's z_id, +-gamma along the head's
+           direction (gamma ~ U(0.25, 1); 3 rows in 4): the code an edit makes
+    e      = |eps_theta(x_p, t_p, fuse(z_p, z_lnd_src)) - eps*|,
+    eps*   = (x_p - sqrt(abar) tgt) / sqrt(1 - abar)        (the noise that makes x0_hat = tgt)
+    L_pair = mean(e) + mean of e over the changed region (the pixels where src and tgt
+             differ, dilated by one pixel)
+
+so the prediction from src's noise under the edited code is the target's x0 (an
+epsilon-space loss: it weighs each t by how much its prediction moves the DDIM
+trajectory; t_min = 100 keeps eps* bounded where abar -> 1). The region term gives the
+few pixels an edit changes (glasses: ~4 % of a crop) as much weight as the whole frame,
+which otherwise drowns them in the pixels that must stay as they are. This is what DDIM
+inversion followed by a decode under an edited code asks of the network, and what DVA
+learns only slowly from its own loss (hundreds of thousands of GPU steps): with it, a
+small CPU-trained model's edits show.
+
 The loop (``train``) takes an *objective*: an ``nn.Module`` whose ``forward(batch)``
 returns a dict of loss terms with the total under ``"loss"``, and whose ``draw(gen, B)``
 draws the random numbers of one global batch (``DVAObjective`` here, S3Editor's
@@ -168,36 +191,146 @@ def alphas_cumprod() -> Tensor:
     return decode_scheduler(1).alphas_cumprod.float()
 
 
+PAIR_T_MIN = 100  # L_pair's timesteps t_p >= 100: eps* grows as sqrt(abar / (1 - abar))
+PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default s is 0.3)
+PAIR_RULE_SHARE = 0.75  # share of L_pair rows conditioned on the edit rule (the rest: tgt's z_id)
+
+
+@dataclass
+class PairTerm:
+    """Paired-edit supervision (module docstring): rows (M, 2) int64 (without, with)
+    of the training data; attribute (M,) int64 into ``directions`` (A, D), the unit
+    edit directions of the attributes ``names``; ``conds_mean``/``conds_std`` (1, D),
+    the classifier's normalisation (DVA's edit rule); ``batch`` pair rows per step
+    (0: half the batch size)."""
+
+    rows: Tensor
+    attribute: Tensor
+    directions: Tensor
+    conds_mean: Tensor
+    conds_std: Tensor
+    names: tuple[str, ...]
+    weight: float = 1.0
+    batch: int = 0
+    sources: tuple[str, ...] = ()  # the pairs files, for the record
+
+    def rows_per_step(self, batch_size: int) -> int:
+        return self.batch or max(1, batch_size // 2)
+
+    def describe(self) -> dict[str, Any]:
+        return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
+                "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
+                "gamma": list(PAIR_GAMMA), "rule_share": PAIR_RULE_SHARE}
+
+
 class DVAObjective(nn.Module):
     """DVA's objective as a module (what DDP wraps): ``forward(batch) -> {"loss",
-    "simple", "reg"}``. ``batch`` holds x0, z_id, z_lnd, mask and ``draw``'s t, eps1, eps2."""
+    "simple", "reg"}`` (+ ``"pair"`` with a ``PairTerm``). ``batch`` holds x0, z_id,
+    z_lnd, mask and ``draw``'s t, eps1, eps2 (+ the pair rows' draws and, under the
+    prefixes ``src_``/``tgt_``, their frames' tensors: ``index_keys``)."""
 
     name = "dva"
 
-    def __init__(self, model: DVA, face_weight: float = 1.0):
+    def __init__(self, model: DVA, face_weight: float = 1.0, pairs: PairTerm | None = None):
         super().__init__()
         self.model = model
         self.face_weight = face_weight
+        self.pairs = pairs
         self.register_buffer("abar", alphas_cumprod(), persistent=False)
+        if pairs is not None:
+            self.register_buffer("pair_directions", pairs.directions.float(), persistent=False)
+            self.register_buffer("pair_mean", pairs.conds_mean.float(), persistent=False)
+            self.register_buffer("pair_std", pairs.conds_std.float(), persistent=False)
+
+    @property
+    def index_keys(self) -> dict[str, str]:
+        """Draws that index frames -> the prefix their frames' tensors get in a batch."""
+        return {"index": "", "pair_src": "src_", "pair_tgt": "tgt_"} if self.pairs is not None else {"index": ""}
 
     def draw(self, gen: torch.Generator, batch: int, num_frames: int, shape: tuple[int, ...]) -> dict[str, Tensor]:
-        """The random numbers of one global batch (CPU): frame index, t, eps1, eps2."""
-        return {
+        """The random numbers of one global batch (CPU): frame index, t, eps1, eps2
+        (+ with pairs: the pair rows, their direction, t_p, eps_p, gamma, rule)."""
+        out = {
             "index": torch.randint(num_frames, (batch,), generator=gen),
             "t": torch.randint(NUM_TRAIN_TIMESTEPS, (batch,), generator=gen),
             "eps1": torch.randn((batch, *shape), generator=gen),
             "eps2": torch.randn((batch, *shape), generator=gen),
         }
+        if self.pairs is not None:
+            p = self.pairs.rows_per_step(batch)
+            pick = torch.randint(self.pairs.rows.shape[0], (p,), generator=gen)
+            add = torch.rand(p, generator=gen) < 0.5
+            rows = self.pairs.rows[pick]
+            lo, hi = PAIR_GAMMA
+            out |= {
+                "pair_src": torch.where(add, rows[:, 0], rows[:, 1]),
+                "pair_tgt": torch.where(add, rows[:, 1], rows[:, 0]),
+                "pair_sign": add.float() * 2 - 1,
+                "pair_attr": self.pairs.attribute[pick],
+                "pair_t": torch.randint(PAIR_T_MIN, NUM_TRAIN_TIMESTEPS, (p,), generator=gen),
+                "pair_eps": torch.randn((p, *shape), generator=gen),
+                "pair_gamma": lo + (hi - lo) * torch.rand(p, generator=gen),
+                "pair_rule": torch.rand(p, generator=gen) < PAIR_RULE_SHARE,
+            }
+        return out
+
+    def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
+        """z_p of the pair rows (module docstring): tgt's z_id or the edit rule on src's."""
+        from s3edit.s3.routing import edit_identity
+
+        scale = batch["pair_sign"] * batch["pair_gamma"]
+        ruled = edit_identity(batch["src_z_id"], self.pair_directions[batch["pair_attr"]], scale,
+                              self.pair_mean, self.pair_std)
+        return torch.where(batch["pair_rule"][:, None], ruled, batch["tgt_z_id"])
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z_face = self.model.fuse(batch["z_id"], batch["z_lnd"])
-        parts = dva_loss(self.model, batch["x0"], z_face, batch["mask"], batch["t"],
-                         batch["eps1"], batch["eps2"], self.abar)
-        return {"loss": parts["simple"] + self.face_weight * parts["reg"], **parts}
+        t = batch["t"]
+        a = self.abar[t].view(-1, 1, 1, 1)
+        x_t1, x_t2 = noisy(batch["x0"], batch["eps1"], a), noisy(batch["x0"], batch["eps2"], a)
+        xs, ts, zs = [x_t1, x_t2], [t, t], [z_face, z_face]
+        if self.pairs is not None:
+            a_p = self.abar[batch["pair_t"]].view(-1, 1, 1, 1)
+            x_p = noisy(batch["src_x0"], batch["pair_eps"], a_p)
+            xs.append(x_p)
+            ts.append(batch["pair_t"])
+            zs.append(self.model.fuse(self.pair_code(batch), batch["src_z_lnd"]))
+        pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs))  # one forward (DDP)
+        b = x_t1.shape[0]
+        parts = dva_terms(pred[:b], pred[b:2 * b], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
+        loss = parts["simple"] + self.face_weight * parts["reg"]
+        if self.pairs is not None:
+            target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
+            error = (pred[2 * b:] - target).abs()
+            region = changed_region(batch["src_x0"], batch["tgt_x0"]).expand_as(error)
+            parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
+            loss = loss + self.pairs.weight * parts["pair"]
+        return {"loss": loss, **parts}
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
-        return {"objective": self.name}
+        if self.pairs is None:
+            return {"objective": self.name}
+        return {"objective": self.name, "pairs": self.pairs.describe()}
+
+
+PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] units) is "changed"
+
+
+def changed_region(src: Tensor, tgt: Tensor) -> Tensor:
+    """(B, 3, S, S) twice -> (B, 1, S, S) float: where the pair differs, dilated 1 px."""
+    changed = ((src - tgt).abs().amax(1, keepdim=True) > PAIR_CHANGED).float()
+    return F.max_pool2d(changed, 3, stride=1, padding=1)
+
+
+def gather_batch(objective: nn.Module, draws: dict[str, Tensor], per_frame: dict[str, Tensor],
+                 device) -> dict[str, Tensor]:
+    """One process's batch: its draws, plus the per-frame tensors of the frames each
+    index draw names (``objective.index_keys``: draw -> prefix; default ``index`` -> "")."""
+    batch = {k: v.to(device) for k, v in draws.items()}
+    for key, prefix in getattr(objective, "index_keys", {"index": ""}).items():
+        batch |= {prefix + k: v[draws[key]].to(device) for k, v in per_frame.items()}
+    return batch
 
 
 EMA_WARMUP = 10  # decay_t = min(decay, (1 + t) / (EMA_WARMUP + t)): TF's num_updates rule
@@ -279,9 +412,13 @@ def make_accelerator(cpu: bool = False):
 
 
 def shard(draws: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
-    """Rows [rank·b, (rank+1)·b) of every global-batch tensor, b = rows / world."""
-    b = next(iter(draws.values())).shape[0] // world
-    return {k: v[rank * b:(rank + 1) * b] for k, v in draws.items()}
+    """Rows [rank·b, (rank+1)·b) of every global-batch tensor, b = its rows / world
+    (tensors may have different row counts: a batch's frames and its pair rows)."""
+    out = {}
+    for k, v in draws.items():
+        b = v.shape[0] // world
+        out[k] = v[rank * b:(rank + 1) * b]
+    return out
 
 
 def check_batch(batch_size: int, world: int) -> int:
@@ -315,6 +452,9 @@ def train(
     acc = accelerator or make_accelerator()
     world, rank = acc.num_processes, acc.process_index
     per_process = check_batch(cfg.batch_size, world)
+    pairs = getattr(objective, "pairs", None)
+    if pairs is not None:
+        check_batch(pairs.rows_per_step(cfg.batch_size), world)
     model: DVA = objective.model
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -329,9 +469,7 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed * SEED_STRIDE + step)
         torch.manual_seed(cfg.seed * SEED_STRIDE + step + rank)  # dropout
         draws = objective.draw(gen, cfg.batch_size, len(data), tuple(data.crops.shape[1:]))
-        mine = shard(draws, rank, world)
-        batch = {k: v.to(acc.device) for k, v in mine.items()}
-        batch |= {k: v[mine["index"]].to(acc.device) for k, v in per_frame.items()}
+        batch = gather_batch(objective, shard(draws, rank, world), per_frame, acc.device)
         parts = wrapped(batch)
         optimizer.zero_grad(set_to_none=True)
         acc.backward(parts["loss"])
@@ -379,8 +517,7 @@ def evaluate(objective: nn.Module, data: CropData, sem: Semantics, batch_size: i
     for b in range(batches):
         gen = torch.Generator().manual_seed(seed * SEED_STRIDE + b)
         draws = objective.draw(gen, batch_size, len(data), tuple(data.crops.shape[1:]))
-        batch = {k: v.to(device) for k, v in draws.items()}
-        batch |= {k: v[draws["index"]].to(device) for k, v in per_frame.items()}
+        batch = gather_batch(objective, draws, per_frame, device)
         for k, v in objective(batch).items():
             total[k] = total.get(k, 0.0) + float(v) / batches
     objective.train(was_training)
@@ -394,12 +531,14 @@ def train_dva(
     checkpoint_dir: Path,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     accelerator=None,
+    pairs: PairTerm | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with DVA's objective (AdamW); returns the EMA copy."""
+    """Train ``model`` in place with DVA's objective (AdamW; with ``pairs``, plus the
+    paired-edit term); returns the EMA copy."""
     acc = accelerator or make_accelerator()
     freeze_encoders(model)
     model.to(acc.device)
     sem = precompute_semantics(model, data, device=acc.device)
-    objective = DVAObjective(model, cfg.face_weight).to(acc.device)
+    objective = DVAObjective(model, cfg.face_weight, pairs).to(acc.device)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=0.0)
     return train(objective, data, sem, cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)

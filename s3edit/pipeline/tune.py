@@ -13,6 +13,11 @@ fresh from a preset. Objectives:
   heads). The new set records K, q, the clusters and the zeroed groups in config.json
   "s3" and the transforms in ``s3.safetensors``.
 - ``dva``: DVA's denoising loss only (``s3edit.model.train``); "s3" stays null.
+  With ``pairs`` (pairs files, ``s3edit.data.pairs``: the same faces without and with
+  an attribute), plus the paired-edit term ``L_pair`` (``s3edit.model.train.PairTerm``)
+  that teaches the decoder what an edit of that attribute draws; the pairs' jobs join
+  the inputs if they are not among them, and the attribute must be one of the set's
+  heads.
 
 The UNet and fusion written out are the EMA copy (as DVA's); the transforms are the
 best sparse iterate (an EMA would blur the exact zeros of the pruned groups).
@@ -33,6 +38,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from s3edit import console
@@ -42,14 +48,17 @@ from s3edit.model.config import preset as model_preset
 from s3edit.model.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.model.registry import resolve_weights
-from s3edit.model.train import TrainConfig, make_accelerator, train_dva
+from s3edit.data.pairs import EditPairs, read_pairs, resolve_pairs
+from s3edit.model.train import PairTerm, TrainConfig, make_accelerator, train_dva
 from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
+from s3edit.pipeline.encode import aligned_frames
+from s3edit.s3.routing import edit_direction
 from s3edit.pipeline.edit import default_job_dir
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
 OBJECTIVES = ("s3", "dva")
-TERMS = ("loss", "gen", "id", "faith")  # shown on the progress bar, in this order
+TERMS = ("loss", "gen", "id", "faith", "pair")  # shown on the progress bar, in this order
 
 
 @dataclass
@@ -88,6 +97,44 @@ def prepare_jobs(inputs: list[str | os.PathLike], size: int = 256) -> list[Job]:
     return jobs
 
 
+def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
+    """``jobs`` plus the pairs' jobs that are not among them (in the pairs' order)."""
+    roots = [j.root.resolve() for j in jobs]
+    out = list(jobs)
+    for p in pairs:
+        for path in (p.without, p.with_):
+            if path.resolve() not in roots:
+                if not Job.is_job(path):
+                    raise InputError(f"{str(p.path)!r} names job {str(path)!r}, which is not an s3edit job.")
+                out.append(Job.open(path))
+                roots.append(path.resolve())
+    return out
+
+
+def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
+              batch: int = 0) -> PairTerm:
+    """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order)."""
+    if start.classifier is None:
+        raise InputError("--pairs needs a weight set with attribute heads (their directions are the edits); "
+                         "tune --from one, e.g. default.")
+    names = list(start.classifier.names)
+    for p in pairs:
+        if p.attribute not in names:
+            raise InputError(f"{str(p.path)!r} pairs attribute {p.attribute!r}, which the weight set has no "
+                             f"head for (it has {', '.join(names)}).")
+    used = sorted({p.attribute for p in pairs}, key=names.index)
+    numbers = [aligned_frames(j).indices for j in jobs]
+    roots = [j.root for j in jobs]
+    rows = [resolve_pairs(p, roots, numbers) for p in pairs]
+    attribute = [torch.full((len(r),), used.index(p.attribute), dtype=torch.int64) for p, r in zip(pairs, rows)]
+    w = start.classifier.weight
+    return PairTerm(
+        rows=torch.from_numpy(np.concatenate(rows)), attribute=torch.cat(attribute),
+        directions=edit_direction(torch.stack([w[names.index(n)] for n in used]).float()),
+        conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
+        names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs))
+
+
 def starting_point(base: str | None, preset: str | None) -> WeightSet:
     if (base is None) == (preset is None):
         raise InputError("give exactly one of --from WEIGHTS (tune a weight set) or --preset NAME (train anew).")
@@ -113,6 +160,9 @@ def tune(
     objective: str = "s3",
     cfg: TrainConfig = TrainConfig(),
     s3: S3Config = S3Config(),
+    pairs: list[str | os.PathLike] = (),
+    pair_weight: float = 1.0,
+    pair_batch: int = 0,
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -124,6 +174,9 @@ def tune(
         raise OutputError(f"weight set {str(out)!r} already exists; pass --overwrite to replace it.")
     if not inputs:
         raise InputError("give at least one video or job folder to tune on.")
+    if pairs and objective != "dva":
+        raise InputError("--pairs trains with DVA's loss plus the paired-edit term; add --objective dva.")
+    pair_files = [read_pairs(p) for p in pairs]
     start = starting_point(base, preset)
     if objective == "s3" and start.classifier is None:
         raise InputError(f"{'preset ' + preset if preset else 'weight set ' + repr(base)} has no attribute "
@@ -134,7 +187,10 @@ def tune(
         console.set_quiet(True)
     torch.manual_seed(cfg.seed)
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
-        data = load_jobs(prepare_jobs(inputs, start.config.image_size), start.config.image_size)
+        jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
+        data = load_jobs(jobs, start.config.image_size)
+    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch) if pair_files else None
+    inputs = list(inputs) + [str(j.root) for j in jobs[len(inputs):]]
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:
         shown = [0]
@@ -148,12 +204,12 @@ def tune(
             result, record, s3_tensors = run.train, run.record, run.transforms.state_dict()
             evaluated = (run.before, run.after)
         else:
-            result = train_dva(start.model, data, cfg, checkpoints, on_step, acc)
+            result = train_dva(start.model, data, cfg, checkpoints, on_step, acc, pairs=term)
             record, s3_tensors, evaluated = None, None, ({}, {})
     first, last = first_last(result.losses)
     if acc.is_main_process:
         write_output(out, start, result.ema, objective, cfg, s3 if objective == "s3" else None, record,
-                     s3_tensors, inputs, len(data), base or preset, overwrite)
+                     s3_tensors, inputs, len(data), base or preset, overwrite, term)
     acc.wait_for_everyone()
     return TuneResult(out, objective, cfg.steps, len(data), first, last, record, *evaluated,
                       is_main=acc.is_main_process)
@@ -161,7 +217,7 @@ def tune(
 
 def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainConfig, s3: S3Config | None,
                  record: dict | None, s3_tensors: dict | None, inputs, frames: int, origin: str | None,
-                 overwrite: bool) -> Path:
+                 overwrite: bool, pairs: PairTerm | None = None) -> Path:
     meta = dict(start.meta)
     meta["name"] = out.name
     meta["source"] = {
@@ -169,6 +225,7 @@ def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainC
         "objective": objective,
         "train": asdict(cfg),
         **({"s3": asdict(s3)} if s3 is not None else {}),
+        **({"pairs": pairs.describe()} if pairs is not None else {}),
         "frames": frames,
         "inputs": [str(Path(p)) for p in inputs],
     }

@@ -13,8 +13,14 @@ from s3edit.model.config import preset
 from s3edit.model.data import CropData
 from s3edit.model.dva import build_dva
 from s3edit.model.train import (
+    PAIR_T_MIN,
     DVAObjective,
+    PairTerm,
     TrainConfig,
+    changed_region,
+    gather_batch,
+    noisy,
+    predict_x0,
     check_batch,
     ema_decay_at,
     evaluate,
@@ -110,3 +116,102 @@ def test_shard_splits_the_global_batch_in_order():
     assert check_batch(8, 2) == 4
     with pytest.raises(InputError, match="--batch-size 5 does not split evenly over 2 processes; use a multiple of 2."):
         check_batch(5, 2)
+
+
+# --- the paired-edit term ---------------------------------------------------------------
+
+
+def pair_term(model, weight: float = 1.0) -> PairTerm:
+    """Pairs (0 -> 1), (2 -> 3), (4 -> 5) of ``crops()``, one attribute along a random
+    unit direction, the unit normalisation."""
+    g = torch.Generator().manual_seed(5)
+    D = model.config.id_dim
+    direction = torch.nn.functional.normalize(torch.randn(1, D, generator=g), dim=1)
+    return PairTerm(rows=torch.tensor([[0, 1], [2, 3], [4, 5]]), attribute=torch.zeros(3, dtype=torch.int64),
+                    directions=direction, conds_mean=torch.zeros(1, D), conds_std=torch.ones(1, D),
+                    names=("Eyeglasses",), weight=weight, batch=4)
+
+
+def paired_data() -> CropData:
+    """crops() where frame 2k+1 is frame 2k with a dark band across the eyes (a twin)."""
+    data = crops()
+    data.crops[1::2] = data.crops[0::2]
+    data.crops[1::2, :, 10:14, 6:26] = -1.0
+    data.landmarks[1::2] = data.landmarks[0::2]
+    return data
+
+
+def test_pair_draws_name_both_frames_and_leave_the_plain_draws_unchanged():
+    model = tiny_model()
+    plain = DVAObjective(model).draw(torch.Generator().manual_seed(1), 4, 6, (3, 32, 32))
+    objective = DVAObjective(model, pairs=pair_term(model))
+    draws = objective.draw(torch.Generator().manual_seed(1), 4, 6, (3, 32, 32))
+    for k, v in plain.items():  # the same numbers first: a run without pairs is as before
+        assert torch.equal(draws[k], v), k
+    assert draws["pair_src"].shape == (4,) and draws["pair_eps"].shape == (4, 3, 32, 32)
+    pairs = {(0, 1), (2, 3), (4, 5)}
+    for src, tgt, sign in zip(draws["pair_src"].tolist(), draws["pair_tgt"].tolist(), draws["pair_sign"].tolist()):
+        assert ((src, tgt) if sign > 0 else (tgt, src)) in pairs
+    assert int(draws["pair_t"].min()) >= PAIR_T_MIN
+    assert objective.index_keys == {"index": "", "pair_src": "src_", "pair_tgt": "tgt_"}
+    assert objective.describe()["pairs"]["pairs"] == 3
+
+
+def test_pair_code_is_the_edit_rule_or_the_targets_identity():
+    from s3edit.s3.routing import edit_identity
+
+    model = tiny_model()
+    term = pair_term(model)
+    objective = DVAObjective(model, pairs=term)
+    g = torch.Generator().manual_seed(2)
+    src, tgt = torch.nn.functional.normalize(torch.randn(2, 4, 128, generator=g), dim=-1)
+    batch = {"src_z_id": src, "tgt_z_id": tgt, "pair_sign": torch.tensor([1.0, -1.0, 1.0, -1.0]),
+             "pair_gamma": torch.tensor([0.3, 0.5, 0.7, 0.9]), "pair_attr": torch.zeros(4, dtype=torch.int64),
+             "pair_rule": torch.tensor([True, True, False, False])}
+    code = objective.pair_code(batch)
+    expected = edit_identity(src[:2], term.directions[0], torch.tensor([0.3, -0.5]), term.conds_mean, term.conds_std)
+    torch.testing.assert_close(code[:2], expected)
+    torch.testing.assert_close(code[2:], tgt[2:])
+
+
+def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    data = paired_data()
+    sem = precompute_semantics(model, data)
+    objective = DVAObjective(model, pairs=pair_term(model, weight=0.5)).eval()
+    draws = objective.draw(torch.Generator().manual_seed(4), 2, len(data), (3, 32, 32))
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    with torch.no_grad():
+        parts = objective(batch)
+        a = objective.abar[draws["pair_t"]].view(-1, 1, 1, 1)
+        x_p = noisy(data.crops[draws["pair_src"]], draws["pair_eps"], a)
+        eps = model(x_p, draws["pair_t"], model.fuse(objective.pair_code(batch), sem.z_lnd[draws["pair_src"]]))
+        target = (x_p - a.sqrt() * data.crops[draws["pair_tgt"]]) / (1 - a).sqrt()
+    # eps* is the noise whose one-step x0 prediction is the target frame
+    torch.testing.assert_close(predict_x0(x_p, target, a), data.crops[draws["pair_tgt"]], atol=1e-4, rtol=0)
+    region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
+    assert region[:, :, 9:15, 5:27].min() == 1 and region.sum() == 4 * 6 * 22  # the band, dilated 1 px
+    error = (eps - target).abs()
+    expected = error.mean() + (error * region).sum() / (region.sum() * 3)
+    torch.testing.assert_close(parts["pair"], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"])
+
+
+def test_training_with_pairs_lowers_the_pair_loss(tmp_path):
+    model = tiny_model()
+    data = paired_data()
+    freeze_encoders(model)
+    sem = precompute_semantics(model, data)
+    before = evaluate(DVAObjective(model, pairs=pair_term(model)), data, sem, batch_size=4, batches=2)
+    cfg = TrainConfig(steps=25, batch_size=4, lr=2e-3, checkpoint_every=100, seed=1)
+    result = train_dva(model, data, cfg, tmp_path, pairs=pair_term(model))
+    assert set(result.losses[0]) == {"loss", "simple", "reg", "pair"}
+    after = evaluate(DVAObjective(result.ema, pairs=pair_term(model)), data, sem, batch_size=4, batches=2)
+    assert after["pair"] < 0.8 * before["pair"]
+
+
+def test_shard_splits_tensors_of_other_row_counts_too():
+    draws = {"index": torch.arange(4), "pair_src": torch.arange(2) + 10}
+    mine = shard(draws, 1, 2)
+    assert mine["index"].tolist() == [2, 3] and mine["pair_src"].tolist() == [11]

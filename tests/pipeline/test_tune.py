@@ -123,6 +123,69 @@ def test_existing_output_and_bad_folder(cli, job, weights, tmp_path):
     assert result.exit_code == 1 and "is a folder but not an s3edit job" in result.stderr
 
 
+# --- paired edits (--pairs) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twins(job, tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of ``job`` with glasses drawn on every crop from its landmarks, and the
+    pairs file that pairs frame i of ``job`` with frame i of the copy."""
+    import shutil
+
+    import cv2
+
+    from s3edit.data.glasses import CLASSIC, draw_glasses
+    from s3edit.data.pairs import write_pairs
+    from s3edit.job import Job
+    from s3edit.pipeline.encode import aligned_frames
+
+    root = tmp_path_factory.mktemp("twins")
+    twin = shutil.copytree(job, root / "glasses.s3job")
+    frames = aligned_frames(Job.open(twin))
+    for i, lm in zip(frames.indices, frames.crop_landmarks):
+        path = Job.open(twin).crop_path(int(i))
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        cv2.imwrite(str(path), cv2.cvtColor(draw_glasses(rgb, lm, CLASSIC), cv2.COLOR_RGB2BGR))
+    pairs = write_pairs(root / "pairs.json", "Eyeglasses", job, twin, np.stack([frames.indices] * 2, axis=1))
+    return twin, pairs
+
+
+def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_path):
+    twin, pairs = twins
+    out = tmp_path / "paired"
+    summary = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
+                        "-o", str(out), "--steps", "3", "--batch-size", "2", "--pair-batch", "4")
+    assert summary["frames"] == 2 * FRAMES  # the twin job joined the inputs
+    assert "pair" in summary["first"] and "pair" in summary["last"]
+    source = load_weight_set(out).meta["source"]
+    assert source["pairs"]["names"] == ["Eyeglasses"] and source["pairs"]["pairs"] == FRAMES
+    assert source["pairs"]["batch"] == 4 and str(twin) in source["inputs"]
+
+
+@pytest.mark.parametrize("edit, args, message", [
+    (None, [], "--pairs trains with DVA's loss plus the paired-edit term; add --objective dva."),
+    ({"attribute": "Sunglasses"}, ["--objective", "dva"], "pairs attribute 'Sunglasses', which the weight set has no head"),
+    ({"with": "nowhere"}, ["--objective", "dva"], "which is not an s3edit job"),
+])
+def test_pairs_errors(cli, job, weights, twins, tmp_path, edit, args, message):
+    pairs = twins[1]
+    if edit is not None:
+        meta = json.loads(pairs.read_text()) | edit
+        pairs = tmp_path / "pairs.json"
+        pairs.write_text(json.dumps(meta | {"without": str(job), "with": str(twins[0]) if "with" not in edit
+                                            else str(tmp_path / edit["with"])}))
+    result = cli("tune", str(job), "--pairs", str(pairs), "--from", str(weights), "-o", str(tmp_path / "x"),
+                 "--steps", "1", "--batch-size", "2", *args)
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert "Traceback" not in result.output
+
+
+def test_pairs_need_attribute_heads(cli, job, twins, tmp_path):
+    result = cli("tune", str(job), "--pairs", str(twins[1]), "--preset", "tiny-32-dlib", "--objective", "dva",
+                 "-o", str(tmp_path / "x"), "--steps", "1", "--batch-size", "2")
+    assert result.exit_code == 1 and "--pairs needs a weight set with attribute heads" in result.stderr
+
+
 # --- edit through the tuned model (DESIGN §4: routing, sparse T_k) --------------------------
 
 
