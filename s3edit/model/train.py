@@ -20,8 +20,8 @@ draws, whatever the noisy frame shows. For a pair row (src, tgt) in either direc
 (add: src lacks it; remove: src has it), t_p ~ U{t_min..T-1} and a noise eps_p:
 
     x_p  = sqrt(abar) src + sqrt(1 - abar) eps_p           (src's noisy frame)
-    z_p  = tgt's own z_id, or DVA's edit rule on src's z_id, +-gamma along the head's
-           direction (gamma ~ U(0.25, 1); 3 rows in 4): the code an edit makes
+    z_p  = DVA's edit rule on src's z_id, +gamma (add) or -gamma (remove) along the
+           head's direction, gamma ~ U(0.25, 1): the code an edit makes
     e      = |eps_theta(x_p, t_p, fuse(z_p, z_lnd_src)) - eps*|,
     eps*   = (x_p - sqrt(abar) tgt) / sqrt(1 - abar)        (the noise that makes x0_hat = tgt)
     L_pair = mean(e) + mean of e over the changed region (the pixels where src and tgt
@@ -31,7 +31,13 @@ so the prediction from src's noise under the edited code is the target's x0 (an
 epsilon-space loss: it weighs each t by how much its prediction moves the DDIM
 trajectory; t_min = 100 keeps eps* bounded where abar -> 1). The region term gives the
 few pixels an edit changes (glasses: ~4 % of a crop) as much weight as the whole frame,
-which otherwise drowns them in the pixels that must stay as they are. This is what DDIM
+which otherwise drowns them in the pixels that must stay as they are. The edited code,
+not the target's own z_id, conditions the term: a twin's z_id differs from its face's by
+about a tenth of an edit step along the head's direction (dlib's net barely sees
+glasses), too little for the network to tell them apart. For the same reason the frames
+of pair jobs that are not among the training inputs (``PairTerm.plain_frames``) take
+no part in DVA's loss: under their own, nearly equal codes it would teach the network
+half a pair of glasses for both. This is what DDIM
 inversion followed by a decode under an edited code asks of the network, and what DVA
 learns only slowly from its own loss (hundreds of thousands of GPU steps): with it, a
 small CPU-trained model's edits show.
@@ -193,7 +199,6 @@ def alphas_cumprod() -> Tensor:
 
 PAIR_T_MIN = 100  # L_pair's timesteps t_p >= 100: eps* grows as sqrt(abar / (1 - abar))
 PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default s is 0.3)
-PAIR_RULE_SHARE = 0.75  # share of L_pair rows conditioned on the edit rule (the rest: tgt's z_id)
 
 
 @dataclass
@@ -202,7 +207,8 @@ class PairTerm:
     of the training data; attribute (M,) int64 into ``directions`` (A, D), the unit
     edit directions of the attributes ``names``; ``conds_mean``/``conds_std`` (1, D),
     the classifier's normalisation (DVA's edit rule); ``batch`` pair rows per step
-    (0: half the batch size)."""
+    (0: half the batch size); ``plain_frames``: DVA's loss draws its frames from the
+    first ``plain_frames`` rows of the data only (None: all rows)."""
 
     rows: Tensor
     attribute: Tensor
@@ -213,6 +219,7 @@ class PairTerm:
     weight: float = 1.0
     batch: int = 0
     sources: tuple[str, ...] = ()  # the pairs files, for the record
+    plain_frames: int | None = None
 
     def rows_per_step(self, batch_size: int) -> int:
         return self.batch or max(1, batch_size // 2)
@@ -220,7 +227,7 @@ class PairTerm:
     def describe(self) -> dict[str, Any]:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
-                "gamma": list(PAIR_GAMMA), "rule_share": PAIR_RULE_SHARE}
+                "gamma": list(PAIR_GAMMA), "plain_frames": self.plain_frames}
 
 
 class DVAObjective(nn.Module):
@@ -249,7 +256,9 @@ class DVAObjective(nn.Module):
 
     def draw(self, gen: torch.Generator, batch: int, num_frames: int, shape: tuple[int, ...]) -> dict[str, Tensor]:
         """The random numbers of one global batch (CPU): frame index, t, eps1, eps2
-        (+ with pairs: the pair rows, their direction, t_p, eps_p, gamma, rule)."""
+        (+ with pairs: the pair rows, their direction, t_p, eps_p, gamma)."""
+        if self.pairs is not None and self.pairs.plain_frames is not None:
+            num_frames = self.pairs.plain_frames
         out = {
             "index": torch.randint(num_frames, (batch,), generator=gen),
             "t": torch.randint(NUM_TRAIN_TIMESTEPS, (batch,), generator=gen),
@@ -270,18 +279,16 @@ class DVAObjective(nn.Module):
                 "pair_t": torch.randint(PAIR_T_MIN, NUM_TRAIN_TIMESTEPS, (p,), generator=gen),
                 "pair_eps": torch.randn((p, *shape), generator=gen),
                 "pair_gamma": lo + (hi - lo) * torch.rand(p, generator=gen),
-                "pair_rule": torch.rand(p, generator=gen) < PAIR_RULE_SHARE,
             }
         return out
 
     def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
-        """z_p of the pair rows (module docstring): tgt's z_id or the edit rule on src's."""
+        """z_p of the pair rows (module docstring): the edit rule on src's z_id."""
         from s3edit.s3.routing import edit_identity
 
         scale = batch["pair_sign"] * batch["pair_gamma"]
-        ruled = edit_identity(batch["src_z_id"], self.pair_directions[batch["pair_attr"]], scale,
-                              self.pair_mean, self.pair_std)
-        return torch.where(batch["pair_rule"][:, None], ruled, batch["tgt_z_id"])
+        return edit_identity(batch["src_z_id"], self.pair_directions[batch["pair_attr"]], scale,
+                             self.pair_mean, self.pair_std)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z_face = self.model.fuse(batch["z_id"], batch["z_lnd"])

@@ -15,9 +15,9 @@ fresh from a preset. Objectives:
 - ``dva``: DVA's denoising loss only (``s3edit.model.train``); "s3" stays null.
   With ``pairs`` (pairs files, ``s3edit.data.pairs``: the same faces without and with
   an attribute), plus the paired-edit term ``L_pair`` (``s3edit.model.train.PairTerm``)
-  that teaches the decoder what an edit of that attribute draws; the pairs' jobs join
-  the inputs if they are not among them, and the attribute must be one of the set's
-  heads.
+  that teaches the decoder what an edit of that attribute draws; the pairs' jobs are
+  loaded if they are not among the inputs (their frames then feed the paired term
+  only, not DVA's loss), and the attribute must be one of the set's heads.
 
 The UNet and fusion written out are the EMA copy (as DVA's); the transforms are the
 best sparse iterate (an EMA would blur the exact zeros of the pruned groups).
@@ -112,8 +112,9 @@ def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
 
 
 def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
-              batch: int = 0) -> PairTerm:
-    """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order)."""
+              batch: int = 0, inputs: int | None = None) -> PairTerm:
+    """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
+    which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
         raise InputError("--pairs needs a weight set with attribute heads (their directions are the edits); "
                          "tune --from one, e.g. default.")
@@ -132,7 +133,8 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         rows=torch.from_numpy(np.concatenate(rows)), attribute=torch.cat(attribute),
         directions=edit_direction(torch.stack([w[names.index(n)] for n in used]).float()),
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
-        names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs))
+        names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs),
+        plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
 def starting_point(base: str | None, preset: str | None) -> WeightSet:
@@ -189,8 +191,7 @@ def tune(
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
-    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch) if pair_files else None
-    inputs = list(inputs) + [str(j.root) for j in jobs[len(inputs):]]
+    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs)) if pair_files else None
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:
         shown = [0]

@@ -157,21 +157,27 @@ def test_pair_draws_name_both_frames_and_leave_the_plain_draws_unchanged():
     assert objective.describe()["pairs"]["pairs"] == 3
 
 
-def test_pair_code_is_the_edit_rule_or_the_targets_identity():
+def test_pair_code_is_the_edit_rule_on_the_source_identity():
     from s3edit.s3.routing import edit_identity
 
     model = tiny_model()
     term = pair_term(model)
     objective = DVAObjective(model, pairs=term)
-    g = torch.Generator().manual_seed(2)
-    src, tgt = torch.nn.functional.normalize(torch.randn(2, 4, 128, generator=g), dim=-1)
-    batch = {"src_z_id": src, "tgt_z_id": tgt, "pair_sign": torch.tensor([1.0, -1.0, 1.0, -1.0]),
-             "pair_gamma": torch.tensor([0.3, 0.5, 0.7, 0.9]), "pair_attr": torch.zeros(4, dtype=torch.int64),
-             "pair_rule": torch.tensor([True, True, False, False])}
-    code = objective.pair_code(batch)
-    expected = edit_identity(src[:2], term.directions[0], torch.tensor([0.3, -0.5]), term.conds_mean, term.conds_std)
-    torch.testing.assert_close(code[:2], expected)
-    torch.testing.assert_close(code[2:], tgt[2:])
+    src = torch.nn.functional.normalize(torch.randn(4, 128, generator=torch.Generator().manual_seed(2)), dim=-1)
+    batch = {"src_z_id": src, "pair_sign": torch.tensor([1.0, -1.0, 1.0, -1.0]),
+             "pair_gamma": torch.tensor([0.3, 0.5, 0.7, 0.9]), "pair_attr": torch.zeros(4, dtype=torch.int64)}
+    expected = edit_identity(src, term.directions[0], torch.tensor([0.3, -0.5, 0.7, -0.9]), term.conds_mean,
+                             term.conds_std)
+    torch.testing.assert_close(objective.pair_code(batch), expected)
+
+
+def test_frames_past_plain_frames_feed_only_the_pair_term():
+    model = tiny_model()
+    term = pair_term(model)
+    term.plain_frames, term.batch = 2, 64
+    draws = DVAObjective(model, pairs=term).draw(torch.Generator().manual_seed(3), 64, 6, (3, 32, 32))
+    assert set(draws["index"].tolist()) == {0, 1}
+    assert set(draws["pair_src"].tolist()) | set(draws["pair_tgt"].tolist()) == set(range(6))
 
 
 def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():

@@ -155,11 +155,16 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     out = tmp_path / "paired"
     summary = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                         "-o", str(out), "--steps", "3", "--batch-size", "2", "--pair-batch", "4")
-    assert summary["frames"] == 2 * FRAMES  # the twin job joined the inputs
+    assert summary["frames"] == 2 * FRAMES  # the twin job was loaded for the pair term
     assert "pair" in summary["first"] and "pair" in summary["last"]
-    source = load_weight_set(out).meta["source"]
-    assert source["pairs"]["names"] == ["Eyeglasses"] and source["pairs"]["pairs"] == FRAMES
-    assert source["pairs"]["batch"] == 4 and str(twin) in source["inputs"]
+    pairs_record = load_weight_set(out).meta["source"]["pairs"]
+    assert pairs_record["names"] == ["Eyeglasses"] and pairs_record["pairs"] == FRAMES
+    assert pairs_record["batch"] == 4 and pairs_record["sources"] == [str(pairs)]
+    assert pairs_record["plain_frames"] == FRAMES  # DVA's loss: the inputs' frames only
+    both = tune_json(cli, str(job), str(twin), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
+                     "-o", str(tmp_path / "both"), "--steps", "1", "--batch-size", "2")
+    assert load_weight_set(tmp_path / "both").meta["source"]["pairs"]["plain_frames"] is None  # both are inputs
+    assert both["frames"] == 2 * FRAMES
 
 
 @pytest.mark.parametrize("edit, args, message", [
