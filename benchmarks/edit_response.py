@@ -22,18 +22,6 @@ import numpy as np
 import torch
 
 
-def eye_band(landmarks: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 68, 2) crop px -> (N, S, S) bool: the eyes' box widened by half the eye distance."""
-    eyes = landmarks[:, 36:48]
-    lo, hi = eyes.amin(1), eyes.amax(1)
-    pad = 0.5 * (eyes[:, 6:].mean(1) - eyes[:, :6].mean(1)).norm(dim=1, keepdim=True)
-    lo, hi = lo - pad, hi + pad
-    grid = torch.arange(size, dtype=torch.float32)
-    inside_x = (grid[None] >= lo[:, :1]) & (grid[None] <= hi[:, :1])  # (N, S)
-    inside_y = (grid[None] >= lo[:, 1:]) & (grid[None] <= hi[:, 1:])
-    return inside_y[:, :, None] & inside_x[:, None, :]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("job", type=Path, help="an aligned job (s3edit align, or a portrait dataset's job/)")
@@ -47,6 +35,7 @@ def main() -> None:
 
     import cv2
 
+    from s3edit.face.mask import eye_band
     from s3edit.job import Job
     from s3edit.model import ddim
     from s3edit.model.data import load_job_crops
@@ -62,7 +51,7 @@ def main() -> None:
     index = torch.as_tensor(np.unique(np.linspace(0, len(data) - 1, args.frames).round().astype(int)))
     x, lnd = data.crops[index], data.landmarks[index]
     lnd01 = (lnd + 0.5) / size
-    band = eye_band(lnd, size)
+    band = torch.from_numpy(eye_band(lnd.numpy(), size))
     with torch.no_grad():
         z_id, z_lnd = model.z_id(x, lnd01), model.z_lnd(x, lnd01)
         x_T = ddim.ddim_encode(model, x, model.fuse(z_id, z_lnd), args.steps)

@@ -102,3 +102,17 @@ def face_mask(
     (N, size, size) float32 in [0, 1] (1 = face)."""
     dilate, feather = config.resolved(size)
     return soften(hard_face_mask(crop_landmarks, size), dilate, feather)
+
+
+def eye_band(crop_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(N, 68, 2) crop px -> (N, size, size) bool: the box around the 12 eye landmarks
+    widened by half the eye distance on every side, where glasses go (used to check
+    that an Eyeglasses edit changes the eyes' region, not the whole face)."""
+    eyes = np.asarray(crop_landmarks, np.float32)[:, 36:48]
+    lo, hi = eyes.min(1), eyes.max(1)
+    pad = 0.5 * np.linalg.norm(eyes[:, 6:].mean(1) - eyes[:, :6].mean(1), axis=1, keepdims=True)
+    lo, hi = lo - pad, hi + pad
+    grid = np.arange(size, dtype=np.float32)
+    inside_x = (grid[None] >= lo[:, :1]) & (grid[None] <= hi[:, :1])
+    inside_y = (grid[None] >= lo[:, 1:]) & (grid[None] <= hi[:, 1:])
+    return inside_y[:, :, None] & inside_x[:, None, :]

@@ -19,7 +19,9 @@ synthetic-glasses twins), a third term teaches the decoder what the attribute's 
 draws, whatever the noisy frame shows. For a pair row (src, tgt) in either direction
 (add: src lacks it; remove: src has it), t_p ~ U{t_min..T-1} and a noise eps_p:
 
-    x_p  = sqrt(abar) src + sqrt(1 - abar) eps_p           (src's noisy frame)
+    x_p  = sqrt(abar) src + sqrt(1 - abar) eps_p           (src's noisy frame), or in
+           half the rows sqrt(abar) tgt + sqrt(1 - abar) eps_p with t_p ~ U{0..T-1}
+           (tgt's own noisy frame: what the decode sees once the edit has appeared)
     z_p  = DVA's edit rule on src's z_id, +gamma (add) or -gamma (remove) along the
            head's direction, gamma ~ U(0.25, 1): the code an edit makes
     e      = |eps_theta(x_p, t_p, fuse(z_p, z_lnd_src)) - eps*|,
@@ -27,9 +29,12 @@ draws, whatever the noisy frame shows. For a pair row (src, tgt) in either direc
     L_pair = mean(e) + mean of e over the changed region (the pixels where src and tgt
              differ, dilated by one pixel)
 
-so the prediction from src's noise under the edited code is the target's x0 (an
+so the prediction under the edited code is the target's x0, from src's noisy frame (an
 epsilon-space loss: it weighs each t by how much its prediction moves the DDIM
-trajectory; t_min = 100 keeps eps* bounded where abar -> 1). The region term gives the
+trajectory; t_min = 100 keeps eps* bounded where abar -> 1) and from tgt's own (there
+eps* = eps_p: the edited code must also denoise a frame that already shows the edit, at
+every t; without these rows the last, low-t steps of a decode run under a code the
+network never learnt, and their small errors add up to a darker, blotchy face). The region term gives the
 few pixels an edit changes (glasses: ~4 % of a crop) as much weight as the whole frame,
 which otherwise drowns them in the pixels that must stay as they are. The edited code,
 not the target's own z_id, conditions the term: a twin's z_id differs from its face's by
@@ -199,6 +204,7 @@ def alphas_cumprod() -> Tensor:
 
 PAIR_T_MIN = 100  # L_pair's timesteps t_p >= 100: eps* grows as sqrt(abar / (1 - abar))
 PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default s is 0.3)
+PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any t)
 
 
 @dataclass
@@ -227,7 +233,7 @@ class PairTerm:
     def describe(self) -> dict[str, Any]:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
-                "gamma": list(PAIR_GAMMA), "plain_frames": self.plain_frames}
+                "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames}
 
 
 class DVAObjective(nn.Module):
@@ -252,7 +258,9 @@ class DVAObjective(nn.Module):
     @property
     def index_keys(self) -> dict[str, str]:
         """Draws that index frames -> the prefix their frames' tensors get in a batch."""
-        return {"index": "", "pair_src": "src_", "pair_tgt": "tgt_"} if self.pairs is not None else {"index": ""}
+        if self.pairs is None:
+            return {"index": ""}
+        return {"index": "", "pair_src": "src_", "pair_tgt": "tgt_", "pair_noisy": "noisy_"}
 
     def draw(self, gen: torch.Generator, batch: int, num_frames: int, shape: tuple[int, ...]) -> dict[str, Tensor]:
         """The random numbers of one global batch (CPU): frame index, t, eps1, eps2
@@ -280,6 +288,10 @@ class DVAObjective(nn.Module):
                 "pair_eps": torch.randn((p, *shape), generator=gen),
                 "pair_gamma": lo + (hi - lo) * torch.rand(p, generator=gen),
             }
+            from_target = torch.rand(p, generator=gen) < PAIR_FROM_TARGET
+            any_t = torch.randint(NUM_TRAIN_TIMESTEPS, (p,), generator=gen)
+            out["pair_t"] = torch.where(from_target, any_t, out["pair_t"])
+            out["pair_noisy"] = torch.where(from_target, out["pair_tgt"], out["pair_src"])
         return out
 
     def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
@@ -298,7 +310,7 @@ class DVAObjective(nn.Module):
         xs, ts, zs = [x_t1, x_t2], [t, t], [z_face, z_face]
         if self.pairs is not None:
             a_p = self.abar[batch["pair_t"]].view(-1, 1, 1, 1)
-            x_p = noisy(batch["src_x0"], batch["pair_eps"], a_p)
+            x_p = noisy(batch["noisy_x0"], batch["pair_eps"], a_p)
             xs.append(x_p)
             ts.append(batch["pair_t"])
             zs.append(self.model.fuse(self.pair_code(batch), batch["src_z_lnd"]))

@@ -240,7 +240,10 @@ def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainC
 def format_report(result: TuneResult) -> list[str]:
     """The short report ``s3edit tune`` prints: losses first -> last, groups zeroed."""
     lines = [f"{result.output}: {result.objective}, {result.steps} steps on {result.frames} crops"]
-    lines.append("  training loss (mean of the first -> last steps):")
+    if not result.first:
+        lines.append("  every step was already in the checkpoint: the weights were written from it")
+    else:
+        lines.append("  training loss (mean of the first -> last steps):")
     for term in TERMS:
         if term in result.first and term in result.last:
             lines.append(f"    {term:<6} {result.first[term]:.4f} -> {result.last[term]:.4f}")

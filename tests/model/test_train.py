@@ -152,8 +152,15 @@ def test_pair_draws_name_both_frames_and_leave_the_plain_draws_unchanged():
     pairs = {(0, 1), (2, 3), (4, 5)}
     for src, tgt, sign in zip(draws["pair_src"].tolist(), draws["pair_tgt"].tolist(), draws["pair_sign"].tolist()):
         assert ((src, tgt) if sign > 0 else (tgt, src)) in pairs
-    assert int(draws["pair_t"].min()) >= PAIR_T_MIN
-    assert objective.index_keys == {"index": "", "pair_src": "src_", "pair_tgt": "tgt_"}
+    from_src = draws["pair_noisy"] == draws["pair_src"]
+    assert (from_src | (draws["pair_noisy"] == draws["pair_tgt"])).all()
+    assert int(draws["pair_t"][from_src].min()) >= PAIR_T_MIN  # t_min only where src is noised
+    wide = pair_term(model)
+    wide.batch = 400
+    many = DVAObjective(model, pairs=wide).draw(torch.Generator().manual_seed(1), 4, 6, (3, 4, 4))
+    from_tgt = many["pair_noisy"] == many["pair_tgt"]
+    assert 0.3 < float(from_tgt.float().mean()) < 0.7 and int(many["pair_t"][from_tgt].min()) < PAIR_T_MIN
+    assert objective.index_keys == {"index": "", "pair_src": "src_", "pair_tgt": "tgt_", "pair_noisy": "noisy_"}
     assert objective.describe()["pairs"]["pairs"] == 3
 
 
@@ -191,11 +198,14 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():
     with torch.no_grad():
         parts = objective(batch)
         a = objective.abar[draws["pair_t"]].view(-1, 1, 1, 1)
-        x_p = noisy(data.crops[draws["pair_src"]], draws["pair_eps"], a)
+        x_p = noisy(data.crops[draws["pair_noisy"]], draws["pair_eps"], a)
         eps = model(x_p, draws["pair_t"], model.fuse(objective.pair_code(batch), sem.z_lnd[draws["pair_src"]]))
         target = (x_p - a.sqrt() * data.crops[draws["pair_tgt"]]) / (1 - a).sqrt()
-    # eps* is the noise whose one-step x0 prediction is the target frame
+    # eps* is the noise whose one-step x0 prediction is the target frame (the draw's own
+    # noise where the target itself was noised)
     torch.testing.assert_close(predict_x0(x_p, target, a), data.crops[draws["pair_tgt"]], atol=1e-4, rtol=0)
+    from_tgt = draws["pair_noisy"] == draws["pair_tgt"]
+    torch.testing.assert_close(target[from_tgt], draws["pair_eps"][from_tgt], atol=1e-4, rtol=0)
     region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
     assert region[:, :, 9:15, 5:27].min() == 1 and region.sum() == 4 * 6 * 22  # the band, dilated 1 px
     error = (eps - target).abs()

@@ -94,6 +94,9 @@ def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
     first = tune_json(cli, *args)
     again = tune_json(cli, *args, "--overwrite")  # every step is in the checkpoint: none rerun
     assert again["first"] == {} and again["after"] == first["after"]
+    report = cli("tune", *args, "--overwrite")
+    assert report.exit_code == 0 and "every step was already in the checkpoint" in report.stdout
+    assert "training loss" not in report.stdout
 
 
 @pytest.mark.parametrize("args, message", [
