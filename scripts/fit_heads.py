@@ -34,7 +34,7 @@ from s3edit import console
 from s3edit.data.glasses import glasses_twins
 from s3edit.data.heads import (
     LABEL_RULES, PortraitHeadsConfig, attach_classifier, embed_aligned, fit_head, glasses_rows,
-    head_datasets, make_classifier, normalisation, save_classifier, share_positive,
+    head_datasets, make_classifier, normalisation, resized, save_classifier, share_positive,
 )
 from s3edit.data.portraits import Portraits, load_portraits
 from s3edit.errors import InputError, S3EditError
@@ -45,16 +45,6 @@ DEFAULT_DATA = Path("~/.cache/s3edit/faces-aligned")
 DEFAULT_OUT = Path("~/.cache/s3edit/default-heads")
 CACHE_FILE = "embeddings.safetensors"
 SHEET = 16  # faces per contact-sheet row
-
-
-def resized(crops: np.ndarray, lms: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops (M, S, S, 3) and their crop landmarks (M, 68, 2) at ``size`` (INTER_AREA,
-    as the training loader resizes)."""
-    s = crops.shape[1]
-    if s == size:
-        return crops, lms
-    out = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
-    return out, (lms + 0.5) * (size / s) - 0.5
 
 
 def embeddings(portraits: Portraits, out: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -225,6 +225,35 @@ def save_classifier(folder: str | Path, classifier: Classifier, report: dict | N
     return path
 
 
+def resized(crops: np.ndarray, lms: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops (M, S, S, 3) and their crop landmarks (M, 68, 2) at ``size`` (INTER_AREA,
+    as the training loader resizes)."""
+    import cv2
+
+    s = crops.shape[1]
+    if s == size:
+        return crops, lms
+    out = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    return out, (lms + 0.5) * (size / s) - 0.5
+
+
+def rows_without(portraits, rows: np.ndarray, classifier: Classifier, size: int, attribute: str = "Eyeglasses",
+                 below: float = 0.5, identity=None) -> np.ndarray:
+    """The ``rows`` of ``portraits`` whose ``attribute`` probability under
+    ``classifier`` (heads on z_id of the crop at ``size``, as they were fitted) is
+    below ``below``: e.g. the faces a head takes to wear no glasses, to draw glasses on."""
+    if identity is None:
+        from s3edit.face.dlib_resnet import TorchDlibIdentity
+
+        identity = TorchDlibIdentity()
+    if not len(rows):
+        return rows
+    crops, lms = resized(portraits.arrays["crops"][rows], portraits.arrays["landmarks"][rows], size)
+    z = torch.from_numpy(embed_aligned(identity, crops, lms))
+    p = torch.sigmoid(classifier.logits(z)[:, classifier.index(attribute)]).numpy()
+    return rows[p < below]
+
+
 def embed_aligned(identity, crops: np.ndarray, landmarks: np.ndarray, batch: int = 32,
                   on_batch=None) -> np.ndarray:
     """z_id (N, D) float32 of aligned crops (N, S, S, 3) uint8 RGB with their (N, 68, 2)

@@ -499,15 +499,17 @@ def write_stills_job(job_dir: Path, arrays: dict[str, np.ndarray], params: dict)
     return job_dir
 
 
-def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style: str = "random"
-                      ) -> tuple[Path, int]:
+def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style: str = "random",
+                      rows: np.ndarray | None = None) -> tuple[Path, int]:
     """The synthetic-glasses twins of the faces the Eyeglasses head trains on, as an
     s3edit job beside ``job/`` -> (job_dir, twins). Same crops, landmarks and quads,
     glasses drawn in ``style_for(seed, row)`` (``style="random"``; with ``seed`` equal
     to ``fit_heads.py``'s, the very images the head's positives come from) or in one
     named style for all (``"classic"``: ``s3edit.data.glasses.STYLES``). Beside the
     job, ``<job_dir>-pairs.json`` (``s3edit.data.pairs``) pairs each twin with its
-    face in ``job/`` for ``s3edit tune --pairs``. Replaces earlier ones."""
+    face in ``job/`` for ``s3edit tune --pairs``. ``rows``: the faces to draw on
+    (default: those the Eyeglasses head is fitted on, ``glasses_rows``). Replaces
+    earlier ones."""
     from s3edit.data.glasses import STYLES, glasses_twins
     from s3edit.data.heads import glasses_rows
     from s3edit.data.pairs import write_pairs
@@ -515,7 +517,9 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     if style not in STYLES:
         raise InputError(f"unknown glasses style {style!r}; one of {', '.join(STYLES)}.")
     job_dir = Path(job_dir)
-    idx = glasses_rows(portraits.items)
+    idx = glasses_rows(portraits.items) if rows is None else np.asarray(rows, np.int64)
+    if not len(idx):
+        raise InputError("no faces to draw glasses on; check the sources asked for.")
     arrays = {k: v[idx] for k, v in portraits.arrays.items()}
     arrays["crops"] = glasses_twins(arrays["crops"], arrays["landmarks"], arrays["rows"], seed, STYLES[style])
     params = {**portraits.meta["params"], "glasses_seed": seed, "glasses_style": style}

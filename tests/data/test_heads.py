@@ -189,3 +189,27 @@ def test_embed_aligned_batches_through_the_identity_net():
     assert z.shape == (5, 4) and seen == [2, 2, 1]
     whole = embed_aligned(Fake(), crops, lms, batch=5)
     np.testing.assert_allclose(z, whole, atol=1e-6)
+
+
+def test_rows_without_keeps_the_faces_the_head_rates_below_the_threshold():
+    """An identity whose first entry is the crop's brightness and a head that reads it:
+    the bright crops count as wearing the attribute and are dropped."""
+    from types import SimpleNamespace
+
+    from s3edit.data.heads import rows_without
+    from s3edit.model.weightset import Classifier
+
+    class Brightness:
+        dim = 2
+
+        def embed_crops(self, crops, landmarks):
+            assert crops.shape[-1] == 16  # resized to the head's size first
+            return torch.stack([crops.mean((1, 2, 3)), torch.ones(len(crops))], 1)
+
+    levels = np.array([10, 240, 30, 220, 250], np.uint8)
+    crops = np.broadcast_to(levels[:, None, None, None], (5, 32, 32, 3)).copy()
+    portraits = SimpleNamespace(arrays={"crops": crops, "landmarks": np.zeros((5, 68, 2), np.float32)})
+    head = Classifier(torch.tensor([[10.0, 0.0]]), torch.zeros(1), torch.zeros(1, 2), torch.ones(1, 2), ["Eyeglasses"])
+    kept = rows_without(portraits, np.array([0, 1, 2, 3]), head, 16, identity=Brightness())
+    assert kept.tolist() == [0, 2]  # row 4 was not a candidate
+    assert rows_without(portraits, np.array([], np.int64), head, 16, identity=Brightness()).tolist() == []

@@ -104,6 +104,23 @@ def test_glasses_job_styles_and_pairs_file(run, tmp_path):
     assert pairs["without"] == "job" and pairs["with"] == "classic-glasses-job"
     bad = run("glasses_job", str(out), "--style", "bold")
     assert bad.exit_code == 1 and "unknown glasses style 'bold'; one of random, classic." in bad.stderr
+    named = run("glasses_job", str(out), "--style", "classic", "--source", "web", "--name", "web-job")
+    assert named.exit_code == 0 and (out / "web-job-pairs.json").is_file(), named.output
+    none = run("glasses_job", str(out), "--source", "nowhere")
+    assert none.exit_code == 1 and "no faces to draw glasses on" in none.stderr
+
+
+def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, tmp_path):
+    from s3edit.model.config import preset
+    from s3edit.model.dva import build_dva
+    from s3edit.model.weightset import save_weight_set
+
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "aligned"
+    assert run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q").exit_code == 0
+    bare = save_weight_set(tmp_path / "bare", build_dva(preset("tiny-32-dlib")))
+    result = run("glasses_job", str(out), "--unless-glasses", str(bare))
+    assert result.exit_code == 1 and "has no Eyeglasses head to skip faces with glasses" in result.stderr
 
 
 def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
