@@ -60,31 +60,3 @@ def test_readme_main_command_runs_on_the_default_set(cli, example_clip, tmp_path
     manifest = json.loads((tmp_path / "astronaut.s3job" / "manifest.json").read_text())
     assert manifest["stages"]["encode"]["done"]
 
-
-@pytest.mark.slow  # ~1 min of CPU: align 4 frames, encode and decode them at 20 steps twice
-def test_the_eyeglasses_edit_draws_on_the_eyes_and_little_elsewhere(default_folder, example_clip, tmp_path):
-    """What the set is shipped for (issue 6): Eyeglasses +0.6 visibly changes the eyes'
-    region of faces it never saw (the example clip), and leaves the rest of the crop
-    nearly as it was. Measured on the edit stage's own crops against the scale-0 decode."""
-    import cv2
-    import numpy as np
-
-    from s3edit.face.mask import eye_band
-    from s3edit.pipeline.align import align_video
-    from s3edit.pipeline.edit import edit_job
-    from s3edit.pipeline.encode import aligned_frames
-
-    folder = default_folder[0]
-    size = load_weight_set(folder).config.image_size
-    job = align_video(example_clip, tmp_path / "astronaut.s3job", size=size, max_frames=4)
-
-    def crops(scale: float) -> np.ndarray:
-        result = edit_job(job, [("Eyeglasses", scale)], weights=folder, steps=20, batch_size=4)
-        files = sorted((result.folder / "crops").glob("*.png"))
-        return np.stack([cv2.imread(str(f)) for f in files]).astype(np.float32) / 255 * 100  # % of range
-
-    change = np.abs(crops(0.6) - crops(0.0)).mean(-1)  # (N, S, S)
-    band = eye_band(aligned_frames(job).crop_landmarks, size)
-    inside, outside = float(change[band].mean()), float(change[~band].mean())
-    assert inside > 10, (inside, outside)  # glasses: a tenth of the range on average over the band
-    assert inside > 3 * outside, (inside, outside)
