@@ -42,19 +42,19 @@ import numpy as np
 import torch
 
 from s3edit import console
+from s3edit.data.pairs import EditPairs, read_pairs, resolve_pairs
 from s3edit.errors import InputError, OutputError
 from s3edit.job import Job
 from s3edit.model.config import preset as model_preset
 from s3edit.model.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.model.registry import resolve_weights
-from s3edit.data.pairs import EditPairs, read_pairs, resolve_pairs
 from s3edit.model.train import PairTerm, TrainConfig, make_accelerator, train_dva
 from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
+from s3edit.pipeline.edit import default_job_dir
 from s3edit.pipeline.encode import aligned_frames
 from s3edit.s3.routing import edit_direction
-from s3edit.pipeline.edit import default_job_dir
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
 OBJECTIVES = ("s3", "dva")
