@@ -33,9 +33,7 @@ so the prediction under the edited code is the target's x0, from src's noisy fra
 epsilon-space loss: it weighs each t by how much its prediction moves the DDIM
 trajectory; t_min = 100 keeps eps* bounded where abar -> 1) and from tgt's own (there
 eps* = eps_p: the edited code must also denoise a frame that already shows the edit, at
-every t; without these rows the last, low-t steps of a decode run under a code the
-network never learnt, and their small errors add up to a darker, blotchy face). The region term gives the
-few pixels an edit changes (glasses: ~4 % of a crop) as much weight as the whole frame,
+every t, the low-t steps that end a decode included). The region term gives the few pixels an edit changes (glasses: ~4 % of a crop) as much weight as the whole frame,
 which otherwise drowns them in the pixels that must stay as they are. The edited code,
 not the target's own z_id, conditions the term: a twin's z_id differs from its face's by
 about a tenth of an edit step along the head's direction (dlib's net barely sees
@@ -44,8 +42,10 @@ of pair jobs that are not among the training inputs (``PairTerm.plain_frames``) 
 no part in DVA's loss: under their own, nearly equal codes it would teach the network
 half a pair of glasses for both. This is what DDIM
 inversion followed by a decode under an edited code asks of the network, and what DVA
-learns only slowly from its own loss (hundreds of thousands of GPU steps): with it, a
-small CPU-trained model's edits show.
+learns only slowly from its own loss (hundreds of thousands of GPU steps). Measured on
+the default model's architecture (``weights/default/TRAINING.md``, step 5): 3,000 CPU
+steps make its Eyeglasses edit draw glasses on unseen faces, but also shift their skin
+tone, so that set is not shipped.
 
 The loop (``train``) takes an *objective*: an ``nn.Module`` whose ``forward(batch)``
 returns a dict of loss terms with the total under ``"loss"``, and whose ``draw(gen, B)``
@@ -187,16 +187,6 @@ def dva_terms(pred1, pred2, x_t1, x_t2, eps1, eps2, mask, a) -> dict[str, Tensor
     return {"simple": simple, "reg": reg}
 
 
-def dva_loss(model: DVA, x0, z_face, mask, t, eps1, eps2, abar) -> dict[str, Tensor]:
-    """DVA's loss for one batch (module docstring). Shapes: x0, eps1, eps2 (B, 3, S, S);
-    z_face (B, face_dim); mask (B, 1, S, S); t (B,) int64; abar (T,)."""
-    a = abar[t].view(-1, 1, 1, 1)
-    x_t1, x_t2 = noisy(x0, eps1, a), noisy(x0, eps2, a)
-    pred = model(torch.cat([x_t1, x_t2]), torch.cat([t, t]), torch.cat([z_face, z_face]))
-    pred1, pred2 = pred.chunk(2)
-    return dva_terms(pred1, pred2, x_t1, x_t2, eps1, eps2, mask, a)
-
-
 def alphas_cumprod() -> Tensor:
     """DVA's schedule abar_t, (T,) float32 (from diffusers' scheduler)."""
     return decode_scheduler(1).alphas_cumprod.float()
@@ -240,7 +230,7 @@ class DVAObjective(nn.Module):
     """DVA's objective as a module (what DDP wraps): ``forward(batch) -> {"loss",
     "simple", "reg"}`` (+ ``"pair"`` with a ``PairTerm``). ``batch`` holds x0, z_id,
     z_lnd, mask and ``draw``'s t, eps1, eps2 (+ the pair rows' draws and, under the
-    prefixes ``src_``/``tgt_``, their frames' tensors: ``index_keys``)."""
+    prefixes ``src_``/``tgt_``/``noisy_``, their frames' tensors: ``index_keys``)."""
 
     name = "dva"
 
