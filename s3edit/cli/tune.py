@@ -26,6 +26,8 @@ def tune_cmd(
     pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute; with --objective dva): teaches the decoder that edit. Repeatable."),
     pair_weight: float = typer.Option(1.0, "--pair-weight", min=0.0, help="Weight of the paired-edit loss."),
     pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
+    keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
+    code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
@@ -45,7 +47,7 @@ def tune_cmd(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
     result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3,
-                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, overwrite=overwrite)
+                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, keep_weight=keep_weight, code_noise=code_noise, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

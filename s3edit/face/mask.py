@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from s3edit.face.landmarks import BROWS, JAW
 
@@ -104,15 +105,22 @@ def face_mask(
     return soften(hard_face_mask(crop_landmarks, size), dilate, feather)
 
 
-def eye_band(crop_landmarks: np.ndarray, size: int) -> np.ndarray:
+def eye_band(crop_landmarks: np.ndarray, size: int, pad: float = 0.5) -> np.ndarray:
     """(N, 68, 2) crop px -> (N, size, size) bool: the box around the 12 eye landmarks
-    widened by half the eye distance on every side, where glasses go (used to check
-    that an Eyeglasses edit changes the eyes' region, not the whole face)."""
-    eyes = np.asarray(crop_landmarks, np.float32)[:, 36:48]
-    lo, hi = eyes.min(1), eyes.max(1)
-    pad = 0.5 * np.linalg.norm(eyes[:, 6:].mean(1) - eyes[:, :6].mean(1), axis=1, keepdims=True)
-    lo, hi = lo - pad, hi + pad
-    grid = np.arange(size, dtype=np.float32)
+    widened by ``pad`` times the eye distance on every side, where glasses go (used to
+    check that an Eyeglasses edit changes the eyes' region, not the whole face)."""
+    lnd = torch.from_numpy(np.asarray(crop_landmarks, np.float32))
+    return eye_band_t(lnd, size, pad).numpy()
+
+
+def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float = 0.5) -> torch.Tensor:
+    """``eye_band`` on tensors (batched, on the landmarks' device): (N, 68, 2) crop px
+    -> (N, size, size) bool."""
+    eyes = crop_landmarks[:, 36:48].float()
+    lo, hi = eyes.amin(1), eyes.amax(1)
+    margin = pad * (eyes[:, 6:].mean(1) - eyes[:, :6].mean(1)).norm(dim=1, keepdim=True)
+    lo, hi = lo - margin, hi + margin
+    grid = torch.arange(size, dtype=torch.float32, device=eyes.device)
     inside_x = (grid[None] >= lo[:, :1]) & (grid[None] <= hi[:, :1])
     inside_y = (grid[None] >= lo[:, 1:]) & (grid[None] <= hi[:, 1:])
     return inside_y[:, :, None] & inside_x[:, None, :]

@@ -45,7 +45,22 @@ inversion followed by a decode under an edited code asks of the network, and wha
 learns only slowly from its own loss (hundreds of thousands of GPU steps). Measured on
 the default model's architecture (``weights/default/TRAINING.md``, step 5): 3,000 CPU
 steps make its Eyeglasses edit draw glasses on unseen faces, but also shift their skin
-tone, so that set is not shipped.
+tone.
+
+Two additions aim at that shift (issue 6). *Keeping the rest*: for every plain row of
+DVA's loss (x_t1, t, eps1 above), the same frame under its own z_id edited along an
+attribute's direction (±gamma, as for the pairs) must still predict eps1 outside the
+region that attribute's edit may change (``keep_region``: for Eyeglasses the eye band
+widened by 0.75 eye distances):
+
+    L_keep = mean over the pixels outside the region of |eps_theta(x_t1, t, fuse(z_e, z_lnd)) - eps1|
+
+so the edited code must reproduce every frame of the data, not only the pairs' faces,
+everywhere but where the attribute lives (weight ``PairTerm.keep``, 0: off). *Code
+noise*: the normalised z_id of L_pair's and L_keep's rows gets Gaussian noise of std
+``PairTerm.code_noise`` (default 0.3) before the edit, so the edit's effect is learnt as a function
+of the direction, not of the few thousand exact codes of the training faces (the
+conditioning augmentation of cascaded diffusion models).
 
 The loop (``train``) takes an *objective*: an ``nn.Module`` whose ``forward(batch)``
 returns a dict of loss terms with the total under ``"loss"``, and whose ``draw(gen, B)``
@@ -80,7 +95,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from s3edit.errors import InputError
-from s3edit.face.mask import face_mask
+from s3edit.face.mask import eye_band_t, face_mask
 from s3edit.model.data import CropData
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS, decode_scheduler
 from s3edit.model.dva import DVA
@@ -195,6 +210,16 @@ def alphas_cumprod() -> Tensor:
 PAIR_T_MIN = 100  # L_pair's timesteps t_p >= 100: eps* grows as sqrt(abar / (1 - abar))
 PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default s is 0.3)
 PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any t)
+PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's normalised codes
+KEEP_PAD = 0.75  # L_keep spares the eye band widened by 0.75 eye distances (glasses' temples)
+
+
+def keep_region(name: str, lnd01: Tensor, size: int) -> Tensor | None:
+    """(B, 1, S, S) float: where attribute ``name``'s edit may change a crop (crop
+    landmarks ``lnd01`` in [0, 1]); None for attributes without a known region."""
+    if name != "Eyeglasses":
+        return None
+    return eye_band_t(lnd01 * size - 0.5, size, KEEP_PAD)[:, None].float()
 
 
 @dataclass
@@ -216,6 +241,16 @@ class PairTerm:
     batch: int = 0
     sources: tuple[str, ...] = ()  # the pairs files, for the record
     plain_frames: int | None = None
+    keep: float = 1.0
+    code_noise: float = PAIR_CODE_NOISE
+
+    @property
+    def keep_attributes(self) -> list[int]:
+        """The attributes L_keep edits: those with a known region (``keep_region``)."""
+        if self.keep <= 0:
+            return []
+        probe = torch.full((1, 68, 2), 0.5)
+        return [i for i, n in enumerate(self.names) if keep_region(n, probe, 8) is not None]
 
     def rows_per_step(self, batch_size: int) -> int:
         return self.batch or max(1, batch_size // 2)
@@ -223,7 +258,8 @@ class PairTerm:
     def describe(self) -> dict[str, Any]:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
-                "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames}
+                "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames,
+                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": KEEP_PAD}
 
 
 class DVAObjective(nn.Module):
@@ -282,15 +318,36 @@ class DVAObjective(nn.Module):
             any_t = torch.randint(NUM_TRAIN_TIMESTEPS, (p,), generator=gen)
             out["pair_t"] = torch.where(from_target, any_t, out["pair_t"])
             out["pair_noisy"] = torch.where(from_target, out["pair_tgt"], out["pair_src"])
+            dim = self.pairs.directions.shape[1]
+            out["pair_code_noise"] = self.pairs.code_noise * torch.randn((p, dim), generator=gen)
+            kept = self.pairs.keep_attributes
+            if kept:
+                out |= {
+                    "keep_attr": torch.tensor(kept)[torch.randint(len(kept), (batch,), generator=gen)],
+                    "keep_sign": (torch.rand(batch, generator=gen) < 0.5).float() * 2 - 1,
+                    "keep_gamma": lo + (hi - lo) * torch.rand(batch, generator=gen),
+                    "keep_code_noise": self.pairs.code_noise * torch.randn((batch, dim), generator=gen),
+                }
         return out
+
+    def edited_code(self, z_id: Tensor, attr: Tensor, scale: Tensor, noise: Tensor | None) -> Tensor:
+        """DVA's edit rule on ``z_id`` along attribute ``attr``'s direction by ``scale``,
+        after adding ``noise`` to the normalised code (module docstring)."""
+        from s3edit.s3.routing import denormalize, edit_identity, normalize
+
+        if noise is not None:
+            z_id = denormalize(normalize(z_id, self.pair_mean, self.pair_std) + noise, self.pair_mean, self.pair_std)
+        return edit_identity(z_id, self.pair_directions[attr], scale, self.pair_mean, self.pair_std)
 
     def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
         """z_p of the pair rows (module docstring): the edit rule on src's z_id."""
-        from s3edit.s3.routing import edit_identity
+        return self.edited_code(batch["src_z_id"], batch["pair_attr"], batch["pair_sign"] * batch["pair_gamma"],
+                                batch.get("pair_code_noise"))
 
-        scale = batch["pair_sign"] * batch["pair_gamma"]
-        return edit_identity(batch["src_z_id"], self.pair_directions[batch["pair_attr"]], scale,
-                             self.pair_mean, self.pair_std)
+    def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
+        """The codes of L_keep's rows: the plain rows' z_id, edited (module docstring)."""
+        return self.edited_code(batch["z_id"], batch["keep_attr"], batch["keep_sign"] * batch["keep_gamma"],
+                                batch["keep_code_noise"])
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z_face = self.model.fuse(batch["z_id"], batch["z_lnd"])
@@ -304,17 +361,35 @@ class DVAObjective(nn.Module):
             xs.append(x_p)
             ts.append(batch["pair_t"])
             zs.append(self.model.fuse(self.pair_code(batch), batch["src_z_lnd"]))
+        keeping = "keep_attr" in batch
+        if keeping:
+            xs.append(x_t1)
+            ts.append(t)
+            zs.append(self.model.fuse(self.keep_code(batch), batch["z_lnd"]))
         pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs))  # one forward (DDP)
         b = x_t1.shape[0]
         parts = dva_terms(pred[:b], pred[b:2 * b], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
         loss = parts["simple"] + self.face_weight * parts["reg"]
         if self.pairs is not None:
             target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
-            error = (pred[2 * b:] - target).abs()
+            p = x_p.shape[0]
+            error = (pred[2 * b:2 * b + p] - target).abs()
             region = changed_region(batch["src_x0"], batch["tgt_x0"]).expand_as(error)
             parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
             loss = loss + self.pairs.weight * parts["pair"]
+        if keeping:
+            parts["keep"] = keep_loss(pred[-b:], batch["eps1"], self.keep_regions(batch))
+            loss = loss + self.pairs.keep * parts["keep"]
         return {"loss": loss, **parts}
+
+    def keep_regions(self, batch: dict[str, Tensor]) -> Tensor:
+        """(b, 1, S, S): where each L_keep row's edit may change its frame."""
+        size = batch["x0"].shape[-1]
+        regions = torch.zeros_like(batch["x0"][:, :1])
+        for i in batch["keep_attr"].unique().tolist():
+            rows = batch["keep_attr"] == i
+            regions[rows] = keep_region(self.pairs.names[i], batch["lnd01"][rows], size)
+        return regions
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
@@ -324,6 +399,12 @@ class DVAObjective(nn.Module):
 
 
 PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] units) is "changed"
+
+
+def keep_loss(pred: Tensor, eps: Tensor, region: Tensor) -> Tensor:
+    """L_keep: mean |pred - eps| over the pixels outside ``region`` (B, 1, S, S)."""
+    outside = (1 - region).expand_as(pred)
+    return ((pred - eps).abs() * outside).sum() / outside.sum().clamp(min=1.0)
 
 
 def changed_region(src: Tensor, tgt: Tensor) -> Tensor:

@@ -49,7 +49,7 @@ from s3edit.model.config import preset as model_preset
 from s3edit.model.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.model.registry import resolve_weights
-from s3edit.model.train import PairTerm, TrainConfig, make_accelerator, train_dva
+from s3edit.model.train import PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
 from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.pipeline.edit import default_job_dir
@@ -58,7 +58,7 @@ from s3edit.s3.routing import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
 OBJECTIVES = ("s3", "dva")
-TERMS = ("loss", "gen", "id", "faith", "pair")  # shown on the progress bar, in this order
+TERMS = ("loss", "gen", "id", "faith", "pair", "keep")  # shown on the progress bar, in this order
 
 
 @dataclass
@@ -112,7 +112,8 @@ def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
 
 
 def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
-              batch: int = 0, inputs: int | None = None) -> PairTerm:
+              batch: int = 0, inputs: int | None = None, keep: float = 1.0,
+              code_noise: float = PAIR_CODE_NOISE) -> PairTerm:
     """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
     which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
@@ -133,7 +134,8 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         rows=torch.from_numpy(np.concatenate(rows)), attribute=torch.cat(attribute),
         directions=edit_direction(torch.stack([w[names.index(n)] for n in used]).float()),
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
-        names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs),
+        names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs), keep=keep,
+        code_noise=code_noise,
         plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
@@ -165,6 +167,8 @@ def tune(
     pairs: list[str | os.PathLike] = (),
     pair_weight: float = 1.0,
     pair_batch: int = 0,
+    keep_weight: float = 1.0,
+    code_noise: float = PAIR_CODE_NOISE,
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -191,7 +195,7 @@ def tune(
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
-    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs)) if pair_files else None
+    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise) if pair_files else None
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:
         shown = [0]

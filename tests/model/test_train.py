@@ -211,7 +211,67 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():
     error = (eps - target).abs()
     expected = error.mean() + (error * region).sum() / (region.sum() * 3)
     torch.testing.assert_close(parts["pair"], expected, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"])
+    torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"] + parts["keep"])
+
+
+def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_edited_code():
+    from s3edit.face.mask import eye_band
+    from s3edit.s3.routing import edit_identity
+
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    data = paired_data()
+    sem = precompute_semantics(model, data)
+    term = pair_term(model)
+    objective = DVAObjective(model, pairs=term).eval()
+    draws = objective.draw(torch.Generator().manual_seed(6), 3, len(data), (3, 32, 32))
+    assert draws["keep_attr"].tolist() == [0, 0, 0] and set(draws["keep_sign"].tolist()) <= {-1.0, 1.0}
+    assert draws["keep_code_noise"].shape == (3, 128) and 0.2 < float(draws["keep_code_noise"].std()) < 0.4
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    with torch.no_grad():
+        parts = objective(batch)
+        i, t = draws["index"], draws["t"]
+        a = objective.abar[t].view(-1, 1, 1, 1)
+        x_t = noisy(data.crops[i], draws["eps1"], a)
+        z = sem.z_id[i]  # unit normalisation: noise is added to the code itself, then DVA's edit rule
+        code = edit_identity(z + draws["keep_code_noise"], term.directions[0], draws["keep_sign"] * draws["keep_gamma"],
+                             term.conds_mean, term.conds_std)
+        eps = model(x_t, t, model.fuse(code, sem.z_lnd[i]))
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=0.75))[:, None].float()
+    assert 0.3 < float(outside.mean()) < 0.95
+    expected = ((eps - draws["eps1"]).abs() * outside).sum() / (outside.sum() * 3)
+    torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region():
+    model = tiny_model()
+    for change in ({"keep": 0.0}, {"names": ("Smiling",)}):
+        term = pair_term(model)
+        for k, v in change.items():
+            setattr(term, k, v)
+        objective = DVAObjective(model, pairs=term)
+        draws = objective.draw(torch.Generator().manual_seed(7), 2, 6, (3, 32, 32))
+        assert not any(k.startswith("keep_") for k in draws), change
+        data = paired_data()
+        batch = gather_batch(objective, draws, precompute_semantics(model, data).per_frame(data), "cpu")
+        assert "keep" not in objective(batch)
+    assert pair_term(model).describe()["keep"] == 1.0
+
+
+def test_the_keep_region_holds_every_pixel_the_classic_glasses_change():
+    from skimage import data as skdata
+
+    from s3edit.data.glasses import CLASSIC, draw_glasses
+    from s3edit.face.detect import make_detector
+    from s3edit.model.train import keep_region
+
+    image = skdata.astronaut()
+    lm = make_detector("dlib").detect(image)[0].landmarks
+    changed = (draw_glasses(image, lm, CLASSIC) != image).any(-1)
+    region = keep_region("Eyeglasses", torch.from_numpy((lm + 0.5) / 512).float()[None], 512)[0, 0].bool().numpy()
+    assert changed.sum() > 1000 and not (changed & ~region).any()
+    assert region.mean() < 0.1  # the eyes of a face a fifth of the photo wide
+    assert keep_region("Smiling", torch.zeros(1, 68, 2), 32) is None
 
 
 def test_training_with_pairs_lowers_the_pair_loss(tmp_path):
@@ -222,7 +282,7 @@ def test_training_with_pairs_lowers_the_pair_loss(tmp_path):
     before = evaluate(DVAObjective(model, pairs=pair_term(model)), data, sem, batch_size=4, batches=2)
     cfg = TrainConfig(steps=25, batch_size=4, lr=2e-3, checkpoint_every=100, seed=1)
     result = train_dva(model, data, cfg, tmp_path, pairs=pair_term(model))
-    assert set(result.losses[0]) == {"loss", "simple", "reg", "pair"}
+    assert set(result.losses[0]) == {"loss", "simple", "reg", "pair", "keep"}
     after = evaluate(DVAObjective(result.ema, pairs=pair_term(model)), data, sem, batch_size=4, batches=2)
     assert after["pair"] < 0.8 * before["pair"]
 
