@@ -60,3 +60,38 @@ def test_readme_main_command_runs_on_the_default_set(cli, example_clip, tmp_path
     manifest = json.loads((tmp_path / "astronaut.s3job" / "manifest.json").read_text())
     assert manifest["stages"]["encode"]["done"]
 
+
+
+@pytest.mark.slow  # ~30 s of CPU: align the example clip, 4 crops encoded and decoded at 20 steps
+def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_clip, tmp_path):
+    import numpy as np
+    import torch
+
+    from s3edit.face.mask import eye_band, face_mask
+    from s3edit.job import Job
+    from s3edit.model import ddim
+    from s3edit.model.data import load_job_crops
+    from s3edit.pipeline.edit import edited_identity
+
+    job = tmp_path / "astronaut.s3job"
+    assert cli("-q", "align", str(example_clip), "-o", str(job)).exit_code == 0
+    ws = load_weight_set(resolve_weights(None))
+    size, model = ws.config.image_size, ws.model
+    data = load_job_crops(Job.open(job), size)
+    index = torch.linspace(0, len(data) - 1, 4).round().long()
+    x, lnd = data.crops[index], data.landmarks[index]
+    band = torch.from_numpy(eye_band(lnd.numpy(), size))
+    rest = torch.from_numpy(face_mask(lnd.numpy(), size).astype(bool)) & ~torch.from_numpy(
+        eye_band(lnd.numpy(), size, pad=0.75))
+    with torch.no_grad():
+        z_id, z_lnd = model.z_id(x, (lnd + 0.5) / size), model.z_lnd(x, (lnd + 0.5) / size)
+        x_T = ddim.ddim_encode(model, x, model.fuse(z_id, z_lnd), 20)
+        base = ddim.ddim_decode(model, x_T, model.fuse(z_id, z_lnd), 20)
+        z_new = torch.stack([edited_identity(z, [("Eyeglasses", 0.6)], ws.classifier) for z in z_id])
+        out = ddim.ddim_decode(model, x_T, model.fuse(z_new, z_lnd), 20)
+    change = (out - base).abs().mean(1) / 2  # share of the [-1, 1] range, (4, S, S)
+    assert change[band].mean() > 0.10 and change[band].mean() > 3 * change[~band].mean()
+    # the skin keeps its tone: the face outside the glasses' region, mean colour per frame
+    tone = lambda im: torch.stack([im[i][:, rest[i]].mean(1) for i in range(len(im))])  # noqa: E731
+    assert float((tone(out) - tone(base)).abs().max()) < 0.08
+    assert np.isfinite(out.numpy()).all()
