@@ -164,6 +164,13 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     assert pairs_record["names"] == ["Eyeglasses"] and pairs_record["pairs"] == FRAMES
     assert pairs_record["batch"] == 4 and pairs_record["sources"] == [str(pairs)]
     assert pairs_record["plain_frames"] == FRAMES  # DVA's loss: the inputs' frames only
+    assert "keep" in summary["first"] and (pairs_record["keep"], pairs_record["code_noise"]) == (1.0, 0.3)
+    off = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
+                    "-o", str(tmp_path / "off"), "--steps", "1", "--batch-size", "2", "--keep-weight", "0",
+                    "--code-noise", "1.0")
+    assert "keep" not in off["first"] and "pair" in off["first"]
+    off_record = load_weight_set(tmp_path / "off").meta["source"]["pairs"]
+    assert (off_record["keep"], off_record["code_noise"]) == (0.0, 1.0)
     both = tune_json(cli, str(job), str(twin), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                      "-o", str(tmp_path / "both"), "--steps", "1", "--batch-size", "2")
     assert load_weight_set(tmp_path / "both").meta["source"]["pairs"]["plain_frames"] is None  # both are inputs
