@@ -212,12 +212,13 @@ PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default
 PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any t)
 PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's normalised codes
 KEEP_PAD = 0.75  # L_keep spares the eye band widened by 0.75 eye distances (glasses' temples)
+KEEP_ATTRIBUTES = ("Eyeglasses",)  # the attributes keep_region knows a region for
 
 
 def keep_region(name: str, lnd01: Tensor, size: int) -> Tensor | None:
     """(B, 1, S, S) float: where attribute ``name``'s edit may change a crop (crop
     landmarks ``lnd01`` in [0, 1]); None for attributes without a known region."""
-    if name != "Eyeglasses":
+    if name not in KEEP_ATTRIBUTES:
         return None
     return eye_band_t(lnd01 * size - 0.5, size, KEEP_PAD)[:, None].float()
 
@@ -247,10 +248,7 @@ class PairTerm:
     @property
     def keep_attributes(self) -> list[int]:
         """The attributes L_keep edits: those with a known region (``keep_region``)."""
-        if self.keep <= 0:
-            return []
-        probe = torch.full((1, 68, 2), 0.5)
-        return [i for i, n in enumerate(self.names) if keep_region(n, probe, 8) is not None]
+        return [i for i, n in enumerate(self.names) if n in KEEP_ATTRIBUTES] if self.keep > 0 else []
 
     def rows_per_step(self, batch_size: int) -> int:
         return self.batch or max(1, batch_size // 2)
