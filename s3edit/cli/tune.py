@@ -47,7 +47,8 @@ def tune_cmd(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
     result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3,
-                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, keep_weight=keep_weight, code_noise=code_noise, overwrite=overwrite)
+                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, keep_weight=keep_weight,
+                  code_noise=code_noise, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

@@ -195,7 +195,8 @@ def tune(
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
-    term = pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise) if pair_files else None
+    term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise)
+            if pair_files else None)
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:
         shown = [0]

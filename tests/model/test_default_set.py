@@ -61,7 +61,6 @@ def test_readme_main_command_runs_on_the_default_set(cli, example_clip, tmp_path
     assert manifest["stages"]["encode"]["done"]
 
 
-
 @pytest.mark.slow  # ~30 s of CPU: align the example clip, 4 crops encoded and decoded at 20 steps
 def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_clip, tmp_path):
     import numpy as np
