@@ -5,12 +5,16 @@
 
 Takes ``--frames`` crops spread over an aligned job, encodes them (DDIM inversion,
 ``--steps``), decodes them at scale 0 and at each ``--scales`` value of ``--attr``
-(DVA's edit rule, no routing), and prints the mean absolute change against the scale-0
+(DVA's edit rule, no routing; ``--identity clip``: under the job's one z_id_rep, as
+the pipeline edits, instead of each crop's own z_id), and prints the mean absolute change against the scale-0
 decode, in % of the pixel range, inside the eye band (the box around the 12 eye
 landmarks, widened by half the eye distance: where glasses go) and over the rest of the
 crop. A decoder that follows z_id changes the eye band far more than the rest as the
-scale grows; one that ignores it changes little anywhere. ``--picture``: rows = source,
-scale 0, each scale.
+scale grows; one that ignores it changes little anywhere. The last columns are the mean
+signed change of R, G and B outside the band (negative: the face darkens).
+``--edited-below T ...`` adds rows decoded under the edited code only at the steps with
+t < T: how much of the change the first, high-noise steps make. ``--picture``: rows =
+source, scale 0, each scale.
 """
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ import numpy as np
 import torch
 
 
+def switched_decode(model, x_T: torch.Tensor, plain: torch.Tensor, edited: torch.Tensor, below: int,
+                    steps: int) -> torch.Tensor:
+    """DDIM decode (eta 0) under ``edited`` at the steps with t < ``below``, ``plain`` above."""
+    from s3edit.model.ddim import decode_scheduler
+
+    scheduler, x = decode_scheduler(steps), x_T
+    for t in scheduler.timesteps.tolist():
+        cond = edited if t < below else plain
+        eps = model(x, torch.full((len(x),), t, dtype=torch.long), cond)
+        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+    return x
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("job", type=Path, help="an aligned job (s3edit align, or a portrait dataset's job/)")
@@ -31,6 +48,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--picture", type=Path, default=None)
+    parser.add_argument("--edited-below", type=int, nargs="+", default=None, metavar="T",
+                        help="also decode with the edited code only at the steps with t < T (the plain code "
+                             "above): which steps of a decode make the change")
+    parser.add_argument("--identity", choices=("frame", "clip"), default="frame",
+                        help="frame: each crop's own z_id; clip: the job's one z_id_rep, as encode/edit use")
     args = parser.parse_args()
 
     import cv2
@@ -42,6 +64,7 @@ def main() -> None:
     from s3edit.model.registry import resolve_weights
     from s3edit.model.weightset import load_weight_set
     from s3edit.pipeline.edit import edited_identity, resolve_attributes
+    from s3edit.pipeline.encode import clip_identity
 
     folder = resolve_weights(args.weights)
     ws = load_weight_set(folder)
@@ -54,17 +77,27 @@ def main() -> None:
     band = torch.from_numpy(eye_band(lnd.numpy(), size))
     with torch.no_grad():
         z_id, z_lnd = model.z_id(x, lnd01), model.z_lnd(x, lnd01)
+        if args.identity == "clip":  # z_id_rep over every frame of the job
+            every = torch.cat([model.z_id(c, (l + 0.5) / size)
+                               for c, l in zip(data.crops.split(64), data.landmarks.split(64))])
+            z_id = clip_identity(every).expand_as(z_id)
         x_T = ddim.ddim_encode(model, x, model.fuse(z_id, z_lnd), args.steps)
         base = ddim.ddim_decode(model, x_T, model.fuse(z_id, z_lnd), args.steps)
         rows = [x, base]
         print(f"{folder.name}: {len(index)} crops of {args.job}, {args.steps} DDIM steps, {name}")
-        print(f"{'scale':>6} {'eye band %':>11} {'elsewhere %':>12}")
+        print(f"{'scale':>6} {'t <':>5} {'eye band %':>11} {'elsewhere %':>12}  mean RGB shift elsewhere %")
         for scale in args.scales:
             z_new = torch.stack([edited_identity(z, [(name, scale)], ws.classifier) for z in z_id])
-            out = ddim.ddim_decode(model, x_T, model.fuse(z_new, z_lnd), args.steps)
-            change = (out - base).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
-            print(f"{scale:>6g} {change[band].mean().item():>11.2f} {change[~band].mean().item():>12.2f}")
-            rows.append(out)
+            plain, edited = model.fuse(z_id, z_lnd), model.fuse(z_new, z_lnd)
+            for below in [None] + (args.edited_below or []):
+                out = (ddim.ddim_decode(model, x_T, edited, args.steps) if below is None
+                       else switched_decode(model, x_T, plain, edited, below, args.steps))
+                change = (out - base).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
+                shift = ((out - base).permute(1, 0, 2, 3)[:, ~band].mean(1) / 2 * 100).tolist()
+                print(f"{scale:>6g} {below or 'all':>5} {change[band].mean().item():>11.2f} "
+                      f"{change[~band].mean().item():>12.2f}  " + " ".join(f"{v:+.2f}" for v in shift))
+                if below is None:
+                    rows.append(out)
     if args.picture is not None:
         grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
         image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()

@@ -28,6 +28,7 @@ def tune_cmd(
     pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
     keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
     code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
+    keep_target: str = typer.Option("noise", "--keep-target", help="With --pairs: what the keep term holds an edited code's prediction to: noise (the frame's noise) or unedited (the plain code's one-step x0 prediction, weighted to count at every step of a decode)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
@@ -48,7 +49,7 @@ def tune_cmd(
     s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
     result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3,
                   pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, keep_weight=keep_weight,
-                  code_noise=code_noise, overwrite=overwrite)
+                  code_noise=code_noise, keep_target=keep_target, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

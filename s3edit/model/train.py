@@ -56,7 +56,21 @@ widened by 0.75 eye distances):
     L_keep = mean over the pixels outside the region of |eps_theta(x_t1, t, fuse(z_e, z_lnd)) - eps1|
 
 so the edited code must reproduce every frame of the data, not only the pairs' faces,
-everywhere but where the attribute lives (weight ``PairTerm.keep``, 0: off). *Code
+everywhere but where the attribute lives (weight ``PairTerm.keep``, 0: off). That
+epsilon-space form hardly sees the steps that decide a decode's colours: at high t a
+shift of the one-step x0 prediction is a change of eps_theta smaller by
+sqrt(abar / (1 - abar)) (1/150 at t = 999), and on the default model the first steps of
+an edit's decode (t >= 600) made most of the darkening of unseen faces
+(``TRAINING.md``, step 5b). ``PairTerm.keep_target = "unedited"`` compares instead the
+one-step x0 predictions under the edited and the plain code, the latter fixed (no
+gradient), outside the region:
+
+    L_keep = mean outside of w(t) |eps_theta(x_t1, t, fuse(z_e, z_lnd)) - sg(eps_theta(x_t1, t, z_face))|,
+    w(t)   = min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) / (its mean over t)
+
+(∝ |x0_hat(z_e) - sg(x0_hat(z_face))| where the factor is below the cap), so the edit
+changes nothing outside its region, at every step of a decode; the plain prediction is
+DVA's own first row, so the term costs no extra forward. *Code
 noise*: the normalised z_id of L_pair's and L_keep's rows gets Gaussian noise of std
 ``PairTerm.code_noise`` (default 0.3) before the edit, so the edit's effect is learnt as a function
 of the direction, not of the few thousand exact codes of the training faces (the
@@ -213,6 +227,8 @@ PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any
 PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's normalised codes
 KEEP_PAD = 0.75  # L_keep spares the eye band widened by 0.75 eye distances (glasses' temples)
 KEEP_ATTRIBUTES = ("Eyeglasses",)  # the attributes keep_region knows a region for
+KEEP_TARGETS = ("noise", "unedited")  # L_keep against eps1, or x0-space against the plain code's prediction
+KEEP_X0_CAP = 20.0  # cap of L_keep's x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
 
 
 def keep_region(name: str, lnd01: Tensor, size: int) -> Tensor | None:
@@ -244,6 +260,11 @@ class PairTerm:
     plain_frames: int | None = None
     keep: float = 1.0
     code_noise: float = PAIR_CODE_NOISE
+    keep_target: str = "noise"
+
+    def __post_init__(self):
+        if self.keep_target not in KEEP_TARGETS:
+            raise ValueError(f"keep_target must be one of {KEEP_TARGETS}, not {self.keep_target!r}")
 
     @property
     def keep_attributes(self) -> list[int]:
@@ -257,7 +278,9 @@ class PairTerm:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
                 "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames,
-                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": KEEP_PAD}
+                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": KEEP_PAD,
+                **({"keep_target": self.keep_target, "keep_x0_cap": KEEP_X0_CAP}
+                   if self.keep_target != "noise" else {})}
 
 
 class DVAObjective(nn.Module):
@@ -376,7 +399,11 @@ class DVAObjective(nn.Module):
             parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
             loss = loss + self.pairs.weight * parts["pair"]
         if keeping:
-            parts["keep"] = keep_loss(pred[-b:], batch["eps1"], self.keep_regions(batch))
+            if self.pairs.keep_target == "unedited":
+                weight = keep_x0_weight(self.abar, t).view(-1, 1, 1, 1)
+                parts["keep"] = keep_loss(weight * pred[-b:], weight * pred[:b].detach(), self.keep_regions(batch))
+            else:
+                parts["keep"] = keep_loss(pred[-b:], batch["eps1"], self.keep_regions(batch))
             loss = loss + self.pairs.keep * parts["keep"]
         return {"loss": loss, **parts}
 
@@ -397,6 +424,16 @@ class DVAObjective(nn.Module):
 
 
 PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] units) is "changed"
+
+
+def keep_x0_weight(abar: Tensor, t: Tensor) -> Tensor:
+    """L_keep's factor at timesteps ``t`` with ``keep_target="unedited"``:
+    min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) over its mean on all T timesteps, so
+    the term's gradients are, on average over t, as large as the noise form's (an L1 term
+    pushes every pixel with its weight, however small the gap: at 20 times the other
+    terms it took over and ruined the denoiser within 200 steps)."""
+    factor = ((1 - abar) / abar).sqrt().clamp(max=KEEP_X0_CAP)
+    return factor[t] / factor.mean()
 
 
 def keep_loss(pred: Tensor, eps: Tensor, region: Tensor) -> Tensor:

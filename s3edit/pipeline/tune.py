@@ -49,7 +49,7 @@ from s3edit.model.config import preset as model_preset
 from s3edit.model.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.model.registry import resolve_weights
-from s3edit.model.train import PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
+from s3edit.model.train import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
 from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.pipeline.edit import default_job_dir
@@ -113,7 +113,7 @@ def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
 
 def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
               batch: int = 0, inputs: int | None = None, keep: float = 1.0,
-              code_noise: float = PAIR_CODE_NOISE) -> PairTerm:
+              code_noise: float = PAIR_CODE_NOISE, keep_target: str = "noise") -> PairTerm:
     """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
     which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
@@ -135,7 +135,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         directions=edit_direction(torch.stack([w[names.index(n)] for n in used]).float()),
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
         names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs), keep=keep,
-        code_noise=code_noise,
+        code_noise=code_noise, keep_target=keep_target,
         plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
@@ -169,6 +169,7 @@ def tune(
     pair_batch: int = 0,
     keep_weight: float = 1.0,
     code_noise: float = PAIR_CODE_NOISE,
+    keep_target: str = "noise",
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -182,6 +183,8 @@ def tune(
         raise InputError("give at least one video or job folder to tune on.")
     if pairs and objective != "dva":
         raise InputError("--pairs trains with DVA's loss plus the paired-edit term; add --objective dva.")
+    if keep_target not in KEEP_TARGETS:
+        raise InputError(f"unknown keep target {keep_target!r}; choose one of {', '.join(KEEP_TARGETS)}.")
     pair_files = [read_pairs(p) for p in pairs]
     start = starting_point(base, preset)
     if objective == "s3" and start.classifier is None:
@@ -195,7 +198,8 @@ def tune(
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
-    term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise)
+    term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise,
+                      keep_target)
             if pair_files else None)
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:

@@ -243,6 +243,63 @@ def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_ed
     torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
 
 
+def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_prediction():
+    from s3edit.face.mask import eye_band
+    from s3edit.model.train import KEEP_X0_CAP
+
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    with torch.no_grad():  # a network whose output depends on the code (the last conv starts at zero)
+        g = torch.Generator().manual_seed(8)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    data = paired_data()
+    sem = precompute_semantics(model, data)
+    term = pair_term(model)
+    term.keep_target = "unedited"
+    assert term.describe()["keep_target"] == "unedited" and "keep_target" not in pair_term(model).describe()
+    objective = DVAObjective(model, pairs=term)
+    draws = objective.draw(torch.Generator().manual_seed(6), 3, len(data), (3, 32, 32))
+    draws["t"] = torch.tensor([20, 500, 990])  # below, near and past the cap (abar ~ 0.0025 at t ~ 770)
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    parts = objective(batch)
+    i, t = draws["index"], draws["t"]
+    a = objective.abar[t].view(-1, 1, 1, 1)
+    x_t = noisy(data.crops[i], draws["eps1"], a)
+    with torch.no_grad():
+        plain = model(x_t, t, model.fuse(sem.z_id[i], sem.z_lnd[i]))
+        edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
+    factor = ((1 - a) / a).sqrt()
+    assert factor[0] < 1 < factor[1] < KEEP_X0_CAP < factor[2]
+    gap = (predict_x0(x_t, edited, a) - predict_x0(x_t, plain, a)).abs()  # x0 space where under the cap
+    gap[2] = (edited[2] - plain[2]).abs() * KEEP_X0_CAP
+    every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=KEEP_X0_CAP)
+    assert 5 < float(every.mean()) < 10  # over all t: the weights are divided by it
+    gap = gap / every.mean()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=0.75))[:, None].float()
+    expected = (gap * outside).sum() / (outside.sum() * 3)
+    torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
+    # the plain prediction is a fixed target: the term's gradient is that of the edited
+    # rows alone
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(parts["keep"], params, allow_unused=True)
+    edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
+    w = factor.clamp(max=KEEP_X0_CAP) / every.mean()
+    manual = ((w * edited - w * plain).abs() * outside).sum() / (outside.sum() * 3)
+    want = torch.autograd.grad(manual, params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in want)
+    for g, h in zip(got, want):
+        if h is not None:
+            torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
+
+
+def test_an_unknown_keep_target_is_refused():
+    with pytest.raises(ValueError, match="keep_target"):
+        PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.zeros(1, dtype=torch.int64),
+                 directions=torch.ones(1, 4), conds_mean=torch.zeros(1, 4), conds_std=torch.ones(1, 4),
+                 names=("Eyeglasses",), keep_target="x0")
+
+
 def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region():
     model = tiny_model()
     for change in ({"keep": 0.0}, {"names": ("Smiling",)}):

@@ -171,6 +171,10 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     assert "keep" not in off["first"] and "pair" in off["first"]
     off_record = load_weight_set(tmp_path / "off").meta["source"]["pairs"]
     assert (off_record["keep"], off_record["code_noise"]) == (0.0, 1.0)
+    x0 = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
+                   "-o", str(tmp_path / "x0"), "--steps", "1", "--batch-size", "2", "--keep-target", "unedited")
+    assert "keep" in x0["first"]
+    assert load_weight_set(tmp_path / "x0").meta["source"]["pairs"]["keep_target"] == "unedited"
     both = tune_json(cli, str(job), str(twin), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                      "-o", str(tmp_path / "both"), "--steps", "1", "--batch-size", "2")
     assert load_weight_set(tmp_path / "both").meta["source"]["pairs"]["plain_frames"] is None  # both are inputs
@@ -181,6 +185,7 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     (None, [], "--pairs trains with DVA's loss plus the paired-edit term; add --objective dva."),
     ({"attribute": "Sunglasses"}, ["--objective", "dva"], "pairs attribute 'Sunglasses', which the weight set has no head"),
     ({"with": "nowhere"}, ["--objective", "dva"], "which is not an s3edit job"),
+    (None, ["--objective", "dva", "--keep-target", "x0"], "unknown keep target 'x0'; choose one of noise, unedited."),
 ])
 def test_pairs_errors(cli, job, weights, twins, tmp_path, edit, args, message):
     pairs = twins[1]
