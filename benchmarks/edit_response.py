@@ -6,8 +6,8 @@
 Takes ``--frames`` crops spread over an aligned job, encodes them (DDIM inversion,
 ``--steps``), decodes them at scale 0 and at each ``--scales`` value of ``--attr``
 (DVA's edit rule, no routing; ``--identity clip``: under the job's one z_id_rep, as
-the pipeline edits, instead of each crop's own z_id), and prints the mean absolute change against the scale-0
-decode, in % of the pixel range, inside the eye band (the box around the 12 eye
+the pipeline edits, instead of each crop's own z_id), and prints the mean absolute
+change against the scale-0 decode, in % of the pixel range, inside the eye band (the box around the 12 eye
 landmarks, widened by half the eye distance: where glasses go) and over the rest of the
 crop. A decoder that follows z_id changes the eye band far more than the rest as the
 scale grows; one that ignores it changes little anywhere. The last columns are the mean
