@@ -50,8 +50,10 @@ tone.
 Two additions aim at that shift (issue 6). *Keeping the rest*: for every plain row of
 DVA's loss (x_t1, t, eps1 above), the same frame under its own z_id edited along an
 attribute's direction (±gamma, as for the pairs) must still predict eps1 outside the
-region that attribute's edit may change (``keep_region``: for Eyeglasses the eye band
-widened by 0.75 eye distances):
+region that attribute's edit may change (``keep_region``, the attribute's region of
+``s3edit.face.mask.ATTRIBUTE_REGIONS``: for Eyeglasses the eye band widened by 0.75 eye
+distances across and 0.4 up and down; the shipped default set was trained with 0.75
+all round):
 
     L_keep = mean over the pixels outside the region of |eps_theta(x_t1, t, fuse(z_e, z_lnd)) - eps1|
 
@@ -109,7 +111,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from s3edit.errors import InputError
-from s3edit.face.mask import eye_band_t, face_mask
+from s3edit.face.mask import ATTRIBUTE_REGIONS, attribute_region, face_mask
 from s3edit.model.data import CropData
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS, decode_scheduler
 from s3edit.model.dva import DVA
@@ -225,8 +227,6 @@ PAIR_T_MIN = 100  # L_pair's timesteps t_p >= 100: eps* grows as sqrt(abar / (1 
 PAIR_GAMMA = (0.25, 1.0)  # edit-rule strengths of L_pair's codes (DVA's default s is 0.3)
 PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any t)
 PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's normalised codes
-KEEP_PAD = 0.75  # L_keep spares the eye band widened by 0.75 eye distances (glasses' temples)
-KEEP_ATTRIBUTES = ("Eyeglasses",)  # the attributes keep_region knows a region for
 KEEP_TARGETS = ("noise", "unedited")  # L_keep against eps1, or x0-space against the plain code's prediction
 KEEP_X0_CAP = 20.0  # cap of L_keep's x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
 
@@ -234,9 +234,8 @@ KEEP_X0_CAP = 20.0  # cap of L_keep's x0 factor sqrt((1 - abar) / abar) (reached
 def keep_region(name: str, lnd01: Tensor, size: int) -> Tensor | None:
     """(B, 1, S, S) float: where attribute ``name``'s edit may change a crop (crop
     landmarks ``lnd01`` in [0, 1]); None for attributes without a known region."""
-    if name not in KEEP_ATTRIBUTES:
-        return None
-    return eye_band_t(lnd01 * size - 0.5, size, KEEP_PAD)[:, None].float()
+    region = attribute_region(name, lnd01 * size - 0.5, size)
+    return None if region is None else region[:, None].float()
 
 
 @dataclass
@@ -269,7 +268,7 @@ class PairTerm:
     @property
     def keep_attributes(self) -> list[int]:
         """The attributes L_keep edits: those with a known region (``keep_region``)."""
-        return [i for i, n in enumerate(self.names) if n in KEEP_ATTRIBUTES] if self.keep > 0 else []
+        return [i for i, n in enumerate(self.names) if n in ATTRIBUTE_REGIONS] if self.keep > 0 else []
 
     def rows_per_step(self, batch_size: int) -> int:
         return self.batch or max(1, batch_size // 2)
@@ -278,7 +277,7 @@ class PairTerm:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
                 "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames,
-                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": KEEP_PAD,
+                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": ATTRIBUTE_REGIONS["Eyeglasses"],
                 **({"keep_target": self.keep_target, "keep_x0_cap": KEEP_X0_CAP}
                    if self.keep_target != "noise" else {})}
 

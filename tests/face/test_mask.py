@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from s3edit.face.mask import MaskConfig, face_mask, face_polygons, hard_face_mask
+from s3edit.face.mask import (
+    ATTRIBUTE_REGIONS,
+    MaskConfig,
+    attribute_region,
+    edit_region,
+    eye_band,
+    face_mask,
+    face_polygons,
+    hard_face_mask,
+)
 
 SIZE = 256
 
@@ -79,3 +89,43 @@ def test_defaults_scale_with_crop_size():
     small = face_mask(lm, SIZE)
     large = face_mask(lm * 2, 2 * SIZE)
     assert large.sum() / small.sum() == pytest.approx(4.0, rel=0.03)
+
+
+# --- attribute regions -------------------------------------------------------------------
+
+
+def test_the_eyeglasses_region_holds_every_pixel_the_classic_glasses_change():
+    from skimage import data as skdata
+
+    from s3edit.data.glasses import CLASSIC, draw_glasses
+    from s3edit.face.detect import make_detector
+
+    image = skdata.astronaut()
+    lm = make_detector("dlib").detect(image)[0].landmarks
+    changed = (draw_glasses(image, lm, CLASSIC) != image).any(-1)
+    region = attribute_region("Eyeglasses", torch.from_numpy(lm).float()[None], 512)[0].numpy()
+    assert changed.sum() > 1000 and not (changed & ~region).any()
+    assert region.mean() < 0.1  # the eyes of a face a fifth of the photo wide
+
+
+def test_attribute_region_is_the_widened_eye_band_and_none_without_one():
+    lm = synthetic_landmarks()[None]
+    region = attribute_region("Eyeglasses", torch.from_numpy(lm), SIZE)
+    assert region.dtype == torch.bool and region.shape == (1, SIZE, SIZE)
+    assert np.array_equal(region.numpy(), eye_band(lm, SIZE, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))
+    assert attribute_region("Smiling", torch.from_numpy(lm), SIZE) is None
+
+
+def test_edit_region_is_soft_inside_one_and_none_when_any_attribute_has_no_region():
+    lm = torch.from_numpy(np.stack([synthetic_landmarks(), synthetic_landmarks() + 10]))
+    soft = edit_region(["Eyeglasses"], lm, SIZE)
+    hard = attribute_region("Eyeglasses", lm, SIZE)
+    assert soft.shape == (2, 1, SIZE, SIZE) and soft.min() >= 0 and soft.max() <= 1
+    assert (soft[:, 0][hard] > 0.5).float().mean() > 0.95  # inside: the edit, but for the feathered rim
+    assert (soft[:, 0][~hard] < 0.5).all()
+    assert soft[0, 0, 220:].max() == 0 and soft[0, 0, :40].max() == 0  # mouth, chin and hair untouched
+    assert not torch.equal(soft[0], soft[1])  # per frame, from each frame's landmarks
+    assert 0 < soft[0, 0][~hard[0]].max() < 0.5  # feathered: no seam at the box's edge
+    assert edit_region(["Eyeglasses", "Smiling"], lm, SIZE) is None
+    assert edit_region([], lm, SIZE) is None
+

@@ -215,7 +215,7 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():
 
 
 def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_edited_code():
-    from s3edit.face.mask import eye_band
+    from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
     from s3edit.s3.routing import edit_identity
 
     model = tiny_model().eval()
@@ -237,14 +237,14 @@ def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_ed
         code = edit_identity(z + draws["keep_code_noise"], term.directions[0], draws["keep_sign"] * draws["keep_gamma"],
                              term.conds_mean, term.conds_std)
         eps = model(x_t, t, model.fuse(code, sem.z_lnd[i]))
-    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=0.75))[:, None].float()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
     assert 0.3 < float(outside.mean()) < 0.95
     expected = ((eps - draws["eps1"]).abs() * outside).sum() / (outside.sum() * 3)
     torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_prediction():
-    from s3edit.face.mask import eye_band
+    from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
     from s3edit.model.train import KEEP_X0_CAP
 
     model = tiny_model().eval()
@@ -276,7 +276,7 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
     every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=KEEP_X0_CAP)
     assert 5 < float(every.mean()) < 10  # over all t: the weights are divided by it
     gap = gap / every.mean()
-    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=0.75))[:, None].float()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
     expected = (gap * outside).sum() / (outside.sum() * 3)
     torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
     # the plain prediction is a fixed target: the term's gradient is that of the edited
@@ -315,19 +315,14 @@ def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region():
     assert pair_term(model).describe()["keep"] == 1.0
 
 
-def test_the_keep_region_holds_every_pixel_the_classic_glasses_change():
-    from skimage import data as skdata
-
-    from s3edit.data.glasses import CLASSIC, draw_glasses
-    from s3edit.face.detect import make_detector
+def test_the_keep_region_is_the_attributes_edit_region():
+    from s3edit.face.mask import attribute_region
     from s3edit.model.train import keep_region
 
-    image = skdata.astronaut()
-    lm = make_detector("dlib").detect(image)[0].landmarks
-    changed = (draw_glasses(image, lm, CLASSIC) != image).any(-1)
-    region = keep_region("Eyeglasses", torch.from_numpy((lm + 0.5) / 512).float()[None], 512)[0, 0].bool().numpy()
-    assert changed.sum() > 1000 and not (changed & ~region).any()
-    assert region.mean() < 0.1  # the eyes of a face a fifth of the photo wide
+    lnd01 = torch.rand(3, 68, 2) * 0.5 + 0.25
+    region = keep_region("Eyeglasses", lnd01, 32)
+    assert region.shape == (3, 1, 32, 32)
+    assert torch.equal(region[:, 0].bool(), attribute_region("Eyeglasses", lnd01 * 32 - 0.5, 32))
     assert keep_region("Smiling", torch.zeros(1, 68, 2), 32) is None
 
 
