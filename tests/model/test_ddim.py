@@ -152,3 +152,32 @@ def test_bf16_autocast_runs_and_stays_close():
 def test_steps_out_of_range_is_refused():
     with pytest.raises(ValueError, match="1..1000"):
         ddim.decode_scheduler(0)
+
+
+# --- an edit confined to a region --------------------------------------------------------
+
+
+def test_decode_in_region_keeps_the_plain_decode_outside_and_edits_inside():
+    eps_model = oracle_plus(random_unet())
+    x0, plain = frames(2)
+    edited = plain + 2.0
+    x_T = ddim.ddim_encode(eps_model, x0, plain, 8)
+    base = ddim.ddim_decode(eps_model, x_T, plain, 8)
+    whole = ddim.ddim_decode(eps_model, x_T, edited, 8)
+    region = torch.zeros(2, 1, 16, 16)
+    region[..., 4:10, 3:13] = 1.0
+    calls = []
+    out, kept = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, region, 8, callback=calls.append)
+    assert calls == [1] * 8
+    torch.testing.assert_close(kept, base, rtol=0, atol=1e-5)  # the plain decode beside it
+    outside = region.expand_as(out) == 0
+    torch.testing.assert_close(out[outside], base[outside], rtol=0, atol=1e-5)
+    inside = (out - base).abs()[~outside].mean()
+    assert inside > 0.02 and inside > 20 * (out - base).abs()[outside].mean()
+    assert (out - whole).abs()[~outside].mean() < (base - whole).abs()[~outside].mean()
+    # the two ends: a full region is the edited decode, an empty one the plain decode
+    ones, _ = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, torch.ones_like(region), 8)
+    zeros, _ = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, torch.zeros_like(region), 8)
+    torch.testing.assert_close(ones, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(zeros, base, rtol=0, atol=1e-5)
+
