@@ -10,7 +10,7 @@ For each clip (default: two shared clips of people without glasses) and each wei
 1. ``align`` at the set's resolution (a job per clip and set);
 2. ``edit`` at scale 0 (encode + decode: the reconstruction) and ``score`` it:
    PSNR inside the face region, ID-Preserve;
-3. ``edit --attr ATTR --scale S`` and ``score`` it: ID-Preserve, TL-ID, TG-ID, TACR
+3. ``edit --attr ATTR --scale S [--region R]`` and ``score`` it: ID-Preserve, TL-ID, TG-ID, TACR
    (share of frames whose ATTR head moved to the target: for Eyeglasses, the share of
    frames where the glasses head flips), NAPR, PSNR in the face; plus a contact sheet
    (``score --sheet``: the face in six frames, original above edit) in ``--out``.
@@ -52,11 +52,12 @@ def validate(clip: Path, weights: Path, judge, job, args, out: Path) -> dict[str
                         PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
     report = score(job.root, video, id_net=args.id_net)
     row["psnr_recon"], row["id_recon"] = report.psnr_face, report.id_preserve
-    edit = edit_job(job, [(args.attr, args.scale)], weights=weights, steps=args.steps, batch_size=args.batch_size)
+    edit = edit_job(job, [(args.attr, args.scale)], weights=weights, steps=args.steps, batch_size=args.batch_size,
+                    region=args.region)
     video = paste_video(job, out / f"{tag}_{edit.name}.mp4",
                         PasteConfig(edit=edit.name, overwrite=True, max_frames=args.frames)).output
     target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
-    report = score(job.root, video, id_net=args.id_net, attr=target, sheet=out / f"{tag}_sheet.png")
+    report = score(job.root, video, id_net=args.id_net, attr=target, sheet=out / f"{tag}_{edit.name}_sheet.png")
     for key in ("id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face"):
         row[key] = getattr(report, key)
     row["seconds"] = time.perf_counter() - started
@@ -70,8 +71,8 @@ def fmt(value) -> str:
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]], args) -> None:
-    print(f"\n{args.attr} {args.scale:+g}, {args.steps} DDIM steps, first {args.frames} frames, "
-          f"id net {args.id_net}; PSNR in dB inside the face region")
+    print(f"\n{args.attr} {args.scale:+g}, {args.steps} DDIM steps, region {args.region}, first {args.frames} "
+          f"frames, id net {args.id_net}; PSNR in dB inside the face region")
     print(f"{'clip':<36} {'weights':<16} " + " ".join(f"{h:>9}" for h in HEADERS))
     for clip, rows in results.items():
         for name, row in rows.items():
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--attr", default="Eyeglasses")
     parser.add_argument("--scale", type=float, default=0.6)
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps of encode and decode")
+    parser.add_argument("--region", default="auto", help="edit --region: auto (an attribute's region) or whole")
     parser.add_argument("--frames", type=int, default=75, help="only the first N frames of each clip")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--id-net", default="dlib-cpp", help="identity net of the metrics")

@@ -42,7 +42,8 @@ Layout (format ``s3edit-job``, version ``JOB_VERSION``)::
                               points; merged into semantics.safetensors, then removed)
         xT.NNNNNN.safetensors index (B,) int64, x_T (B, 3, S, S) float16: DDIM noise maps
                               of one batch (S = model size), NNNNNN = its first frame
-      edits/<name>/crops/      edited crops, same numbering as align/crops
+      edits/<name>/crops/      edited crops, same numbering as align/crops (an edit
+                              confined to a region: the original crop plus its change)
       edits/<name>/edit.json   what made them (attributes, scales, weights, steps)
 
 The manifest's ``stages.paste`` entry (written by ``paste``) records ``output`` (the

@@ -29,6 +29,10 @@ def edit_cmd(
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", "-b", help="Frames per UNet pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
+    region: str = typer.Option("auto", "--region",
+                               help="auto: an attribute with a known region (Eyeglasses: the eyes) changes only that "
+                                    "region, the rest stays the plain reconstruction (twice the decode passes); "
+                                    "whole: the edit may change the whole face (DVA's way)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output video."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
 ) -> None:
@@ -39,7 +43,8 @@ def edit_cmd(
     Several at once: s3edit edit clip.job --attr Eyeglasses=0.6 --attr Smiling=0.3 -o out.mp4
     """
     attributes = parse_attributes(attr, scale)
-    options = dict(weights=weights, steps=steps, batch_size=batch_size, device=device, precision=precision)
+    options = dict(weights=weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
+                   region=region)
     if target.is_dir():  # a job (Job.open explains what is wrong with any other folder)
         result = edit_job(Job.open(target), attributes, **options)
         if output is not None:

@@ -12,6 +12,20 @@ The edit (DVA's rule, DESIGN §3, through ``s3edit.s3.routing``):
 
 With one attribute this is DVA's rule exactly; several attributes add their steps in
 the normalised space before the one l2norm (the order of ``--attr`` does not matter).
+
+Where the edit may draw (``region``): an attribute with a known region
+(``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included) is
+confined to it by default (``auto``): the frame is decoded under the edited code inside
+the region and under its own code outside, blended at every DDIM step
+(``ddim.ddim_decode_in_region``), so the edit is drawn in the context of the real face.
+What the edit changed against the plain decode is then added to the original crop:
+outside the region the crop stays the original, pixel for pixel, and inside it keeps
+the original's detail (the reconstruction's own error is not part of the edit). This
+costs twice the decode passes. ``whole`` lets the edit change the whole crop (DVA's
+way; always so for attributes without a region, e.g. Smiling, Young); on the small
+default model such an edit also shifts the colours of some faces
+(``weights/default/MODEL_CARD.md``).
+
 A negative scale removes the attribute. When every scale is 0 the edit is no edit: the
 frames are decoded under the encode stage's own z_face, bit for bit the plain
 reconstruction (and no cluster transform is applied). With S3Editor transforms in the
@@ -19,8 +33,9 @@ weight set, the edit routes to the cluster of its strongest attribute.
 
 Edited crops go to ``JOB/edits/<name>/crops/`` at the align crop size, ``edit.json``
 beside them records what made them; ``<name>`` is derived from the edit
-(``Eyeglasses+0.6__s100``). Frames whose crop exists are skipped, so an interrupted run
-resumes where it stopped; a finished edit with the same record is not redone.
+(``Eyeglasses+0.6__s100``; ``__whole`` appended when ``whole`` lifts a region). Frames
+whose crop exists are skipped, so an interrupted run resumes where it stopped; a
+finished edit with the same record is not redone.
 """
 
 from __future__ import annotations
@@ -37,9 +52,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from s3edit import console
 from s3edit.errors import InputError, WeightsError
+from s3edit.face.mask import ATTRIBUTE_REGIONS, edit_region
 from s3edit.job import Job
 from s3edit.model import ddim
 from s3edit.model.weightset import Classifier
@@ -50,6 +67,7 @@ from s3edit.s3 import routing
 EDIT_FILE = "edit.json"
 DEFAULT_SCALE = routing.DVA_EDIT_SCALE  # 0.3, DVA's default s
 RECON_NAME = "recon"  # the name of an edit with no attribute (or all scales 0)
+REGIONS = ("auto", "whole")  # `--region`: confine edits of attributes with a region, or not
 JOB_SUFFIX = ".s3job"  # default job folder of `edit VIDEO`: ./<stem>.s3job
 
 
@@ -100,15 +118,34 @@ def resolve_attributes(attributes: list[tuple[str, float]], classifier: Classifi
     return resolved
 
 
-def edit_name(attributes: list[tuple[str, float]], steps: int) -> str:
+def edit_name(attributes: list[tuple[str, float]], steps: int, region: str = "auto") -> str:
     """``Eyeglasses+0.6_Smiling+0.3__s100`` (names sorted: the rule is a sum);
-    ``recon__s100`` with no attribute."""
+    ``recon__s100`` with no attribute; ``__whole`` appended when ``region`` is
+    ``whole`` for an edit that ``auto`` would confine."""
     parts = [f"{n}{s:+g}" for n, s in sorted(attributes)]
-    return f"{'_'.join(parts) or RECON_NAME}__s{steps}"
+    whole = "__whole" if region == "whole" and confinable(attributes) else ""
+    return f"{'_'.join(parts) or RECON_NAME}__s{steps}{whole}"
 
 
 def is_no_edit(attributes: list[tuple[str, float]]) -> bool:
     return all(s == 0 for _, s in attributes)
+
+
+def check_region(region: str) -> str:
+    if region not in REGIONS:
+        raise InputError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}.")
+    return region
+
+
+def edited_names(attributes: list[tuple[str, float]]) -> list[str]:
+    return [n for n, s in attributes if s != 0]
+
+
+def confinable(attributes: list[tuple[str, float]]) -> bool:
+    """True when every attribute the edit moves has a known region (``region="auto"``
+    then confines the edit to their union)."""
+    names = edited_names(attributes)
+    return bool(names) and all(n in ATTRIBUTE_REGIONS for n in names)
 
 
 # --- the edit rule ---------------------------------------------------------------------
@@ -219,24 +256,29 @@ def edit_job(
     batch_size: int = enc.DEFAULT_BATCH,
     device: str = "auto",
     precision: str = "auto",
+    region: str = "auto",
     loaded: enc.LoadedWeights | None = None,
 ) -> EditResult:
     """Edit every encoded frame of ``job`` (module docstring); runs ``encode`` first
     when the job is not encoded with these weights and steps. ``steps`` defaults to
-    the job's encode steps, else 100."""
+    the job's encode steps, else 100. ``region``: ``auto`` confines attributes with a
+    known region to it, ``whole`` does not (module docstring)."""
     job = job if isinstance(job, Job) else Job.open(job)
     if steps is None:
         steps = int((job.stage(enc.STAGE) or {}).get("params", {}).get("steps", ddim.DEFAULT_STEPS))
     enc.check_steps(steps)
     enc.check_batch_size(batch_size)
+    check_region(region)
     dev = enc.pick_device(device)
     prec = enc.pick_precision(precision, dev)
     lw = loaded or weights_for(job, weights, dev)
     attrs = resolve_attributes(attributes, lw.ws.classifier, str(lw.folder))  # before any work
     enc.encode_job(job, steps=steps, batch_size=batch_size, device=device, precision=precision, loaded=lw)
-    name = edit_name(attrs, steps)
+    name = edit_name(attrs, steps, region)
     folder = job.edit_dir(name)
+    confine = region == "auto" and confinable(attrs)
     record = {"attributes": [{"name": n, "scale": s} for n, s in attrs], "steps": steps,
+              "region": "attribute" if confine else "whole",
               "weights": lw.fingerprint, "weights_path": str(lw.folder.resolve()),
               "encode": job.stage(enc.STAGE)["params"]}
     old = _record(job, name)
@@ -248,7 +290,7 @@ def edit_job(
         return EditResult(job, name, folder, len(frames.indices), 0, 0.0)
     write_json_atomic(folder / EDIT_FILE, {"params": record, "done": False})
     started = time.perf_counter()
-    decoded = _decode_all(job, name, attrs, lw, frames, steps, batch_size, dev, prec)
+    decoded = _decode_all(job, name, attrs, lw, frames, steps, batch_size, dev, prec, confine)
     seconds = time.perf_counter() - started
     write_json_atomic(folder / EDIT_FILE, {"params": record, "done": True, "frames": len(frames.indices),
                                            "device": str(dev), "precision": prec,
@@ -260,8 +302,28 @@ def _complete(job: Job, name: str, frames: enc.AlignedFrames) -> bool:
     return all(job.crop_path(int(i), name).is_file() for i in frames.indices)
 
 
+def region_of(attrs: list[tuple[str, float]], frames: enc.AlignedFrames, idx: torch.Tensor,
+              size: int) -> torch.Tensor:
+    """The soft edit region (B, 1, size, size) of frames ``idx`` at the model's ``size``,
+    from the original crops' landmarks."""
+    rows = np.searchsorted(frames.indices, idx.numpy())
+    lnd = (torch.from_numpy(frames.crop_landmarks[rows]) + 0.5) * (size / frames.size) - 0.5
+    return edit_region(edited_names(attrs), lnd, size)
+
+
+def onto_original(job: Job, idx: torch.Tensor, change: torch.Tensor, size: int) -> torch.Tensor:
+    """The original crops of frames ``idx`` at the align ``size`` plus ``change`` (B, 3,
+    S, S), what a confined edit changed against the plain decode (bicubic to ``size``):
+    (B, 3, size, size) in [-1, 1]. Where the edit changed nothing the crop is the
+    original, not its reconstruction."""
+    if change.shape[-1] != size:
+        change = F.interpolate(change.float(), size=(size, size), mode="bicubic", align_corners=False)
+    originals = enc.read_crops([job.crop_path(int(i)) for i in idx], size)
+    return originals + change.cpu()
+
+
 @torch.no_grad()
-def _decode_all(job, name, attrs, lw, frames, steps, batch_size, dev, prec) -> int:
+def _decode_all(job, name, attrs, lw, frames, steps, batch_size, dev, prec, confine: bool) -> int:
     latents = enc.load_latents(job)
     model, classifier = lw.model, lw.ws.classifier
     no_edit = is_no_edit(attrs)
@@ -281,8 +343,15 @@ def _decode_all(job, name, attrs, lw, frames, steps, batch_size, dev, prec) -> i
                 rows = latents.rows(idx)
                 z_face = (latents.z_face[rows].to(dev) if no_edit
                           else face_codes(model, z_new, latents.z_lnd[rows].to(dev), router, cluster))
-                out = ddim.ddim_decode(model, x_T[part].to(dev), z_face, steps, prec,
-                                       callback=lambda k, b=len(part): advance(k * b))
+                step = lambda k, b=len(part): advance(k * b)  # noqa: E731
+                if confine:
+                    region = region_of(attrs, frames, idx, lw.size).to(dev)
+                    out, plain = ddim.ddim_decode_in_region(model, x_T[part].to(dev), z_face,
+                                                            latents.z_face[rows].to(dev), region, steps, prec,
+                                                            callback=step)
+                    out = onto_original(job, idx, out - plain, frames.size)
+                else:
+                    out = ddim.ddim_decode(model, x_T[part].to(dev), z_face, steps, prec, callback=step)
                 for i, rgb in zip(idx.tolist(), to_uint8(out, frames.size)):
                     write_crop(job.crop_path(i, name), rgb)
                 decoded += len(part)
@@ -310,6 +379,7 @@ def edit_video(
     precision: str = "auto",
     overwrite: bool = False,
     size: int | None = None,
+    region: str = "auto",
 ) -> EditResult:
     """Every missing stage for ``video``: align (crops of ``size``, default the model's
     resolution) -> encode -> edit ->
@@ -319,6 +389,7 @@ def edit_video(
     from s3edit.pipeline.align import align_video
 
     video = require_input_file(video, "video")
+    check_region(region)
     job_dir = Path(job_dir) if job_dir is not None else default_job_dir(video)
     if output is not None:  # before any work: a clash should not cost an encode
         check_output_path(output, [video], overwrite)
@@ -333,7 +404,7 @@ def edit_video(
     else:
         job = align_video(video, job_dir, size=size or lw.size)
     result = edit_job(job, attributes, steps=steps, batch_size=batch_size,
-                      device=device, precision=precision, loaded=lw)
+                      device=device, precision=precision, region=region, loaded=lw)
     result.video = paste_edit(result, output if output is not None else default_output(video, result.name),
                               overwrite)
     return result

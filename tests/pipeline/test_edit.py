@@ -61,6 +61,11 @@ def test_edit_name():
     assert ed.edit_name([("Eyeglasses", 0.6)], 100) == "Eyeglasses+0.6__s100"
     assert ed.edit_name([("Smiling", 0.3), ("Eyeglasses", -0.6)], 20) == "Eyeglasses-0.6_Smiling+0.3__s20"
     assert ed.edit_name([], 100) == "recon__s100"
+    # --region whole is named only where it changes something: an attribute with a region
+    assert ed.edit_name([("Eyeglasses", 0.6)], 100, "whole") == "Eyeglasses+0.6__s100__whole"
+    assert ed.edit_name([("Smiling", 0.3)], 100, "whole") == "Smiling+0.3__s100"
+    assert ed.edit_name([("Eyeglasses", 0.6), ("Smiling", 0.3)], 100, "whole") == "Eyeglasses+0.6_Smiling+0.3__s100"
+    assert ed.edit_name([("Eyeglasses", 0.0)], 100, "whole") == "Eyeglasses+0__s100"
 
 
 def test_edited_identity_is_dvas_rule(small_weights):
@@ -131,6 +136,36 @@ def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights):
     assert np.array_equal(ed.to_uint8(out, CROP_SIZE)[0][..., ::-1], a[f"{int(index[0]):06d}.png"])
     record = json.loads((recon.folder / ed.EDIT_FILE).read_text())
     assert record["done"] and record["params"]["steps"] == STEPS
+
+
+def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked_for(encoded):
+    from s3edit.face.mask import attribute_region
+
+    job = Job.open(encoded)
+    recon = crops_of(encoded, ed.edit_job(encoded, [], device="cpu").name)
+    eyes_run = ed.edit_job(encoded, [("Eyeglasses", 4.0)], device="cpu")  # the random model's edits are faint
+    whole_run = ed.edit_job(encoded, [("Eyeglasses", 4.0)], region="whole", device="cpu")
+    assert whole_run.name == eyes_run.name + "__whole"
+    assert json.loads((eyes_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == "attribute"
+    assert json.loads((whole_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == "whole"
+    eyes, whole = crops_of(encoded, eyes_run.name), crops_of(encoded, whole_run.name)
+    frames = enc.aligned_frames(job)
+    boxes = attribute_region("Eyeglasses", torch.from_numpy(frames.crop_landmarks), CROP_SIZE).numpy()
+    # the model decodes at 32 px: its feathered box, resized to the 64 px crop, reaches ~8 px further
+    near = np.stack([cv2.dilate(b.astype(np.uint8), np.ones((21, 21), np.uint8)) for b in boxes]).astype(bool)
+    for i, box, around in zip(frames.indices, boxes, near):
+        name = f"{int(i):06d}.png"
+        original = cv2.imread(str(job.crop_path(int(i))))
+        assert np.array_equal(eyes[name][~around], original[~around])  # the original crop, pixel for pixel
+        # inside: the original plus what the edit changed against the plain decode
+        change = eyes[name].astype(int) - original
+        assert np.abs(change[box]).mean() > 1.5  # levels of 255: the random tiny model draws something there
+        assert np.abs(whole[name].astype(int) - recon[name])[~around].mean() > 2  # whole: the rest changes too
+
+
+def test_cli_edit_unknown_region(cli, encoded):
+    result = cli("edit", str(encoded), "--attr", "Eyeglasses", "--region", "mouth")
+    assert result.exit_code == 1 and "unknown region 'mouth'; choose one of auto, whole" in result.stderr
 
 
 def test_edit_skips_when_done_and_resumes_missing_crops(encoded):
