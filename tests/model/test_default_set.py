@@ -66,7 +66,7 @@ def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_cl
     import numpy as np
     import torch
 
-    from s3edit.face.mask import eye_band, face_mask
+    from s3edit.face.mask import edit_region, eye_band, face_mask
     from s3edit.job import Job
     from s3edit.model import ddim
     from s3edit.model.data import load_job_crops
@@ -94,3 +94,11 @@ def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_cl
     tone = lambda im: torch.stack([im[i][:, rest[i]].mean(1) for i in range(len(im))])  # noqa: E731
     assert float((tone(out) - tone(base)).abs().max()) < 0.08
     assert np.isfinite(out.numpy()).all()
+    # edit --region auto: the glasses survive being confined to the eyes' region
+    region = edit_region(["Eyeglasses"], lnd, size)
+    with torch.no_grad():
+        confined, plain = ddim.ddim_decode_in_region(model, x_T, model.fuse(z_new, z_lnd), model.fuse(z_id, z_lnd),
+                                                     region, 20)
+    change = (confined - plain).abs().mean(1) / 2
+    assert change[band].mean() > 0.10
+    assert torch.equal(change[region[:, 0] == 0], torch.zeros_like(change[region[:, 0] == 0]))
