@@ -171,6 +171,7 @@ def ddim_decode_in_region(
     steps: int = DEFAULT_STEPS,
     precision: Precision = "fp32",
     callback: StepCallback | None = None,
+    edit_start: int = NUM_TRAIN_TIMESTEPS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM decode of x_T (N, C, H, W) under ``cond`` (N, D) inside ``region`` and under
     ``plain`` (N, D) outside it: an edit confined to a region, as Blended Latent
@@ -181,17 +182,23 @@ def ddim_decode_in_region(
     the plain sample's values outside the region, x_edit = x_plain + m * (x_edit -
     x_plain), so the network draws the edit in the context of the real face around it
     and nothing outside the region changes. ``region``: (N, 1, H, W) in [0, 1] (1 =
-    edit). Returns (edited, plain) frames (N, C, H, W): the confined edit and the plain
-    decode (the reconstruction), equal outside the region. Twice the passes of
-    ``ddim_decode``; with ``region`` all ones ``edited`` is ``ddim_decode`` under
-    ``cond``, with all zeros under ``plain``."""
+    edit). The edit starts at the steps with t < ``edit_start``: the earlier, noisier
+    steps run under ``plain`` alone, as one trajectory (DiffEdit's encoding ratio,
+    Couairon et al. 2023, is ``edit_start`` / T). Returns (edited, plain) frames (N, C,
+    H, W): the confined edit and the plain decode (the reconstruction), equal outside
+    the region. With ``region`` all ones and the default ``edit_start``, ``edited`` is
+    ``ddim_decode`` under ``cond``; with all zeros, under ``plain``."""
     scheduler = decode_scheduler(steps)
     n = x_T.shape[0]
-    x, both = torch.cat([x_T, x_T]), torch.cat([cond, plain])
+    edited, kept = None, x_T  # None while the two trajectories are still one
     for t in scheduler.timesteps.tolist():
-        x = scheduler.step(_eps(eps_model, x, t, both, precision), t, x, eta=0.0).prev_sample
-        edited, kept = x[:n], x[n:]
-        x = torch.cat([kept + region * (edited - kept), kept])
+        if t < edit_start:
+            x = torch.cat([kept if edited is None else edited, kept])
+            x = scheduler.step(_eps(eps_model, x, t, torch.cat([cond, plain]), precision), t, x,
+                               eta=0.0).prev_sample
+            edited, kept = x[n:] + region * (x[:n] - x[n:]), x[n:]
+        else:
+            kept = scheduler.step(_eps(eps_model, kept, t, plain, precision), t, kept, eta=0.0).prev_sample
         if callback is not None:
             callback(1)
-    return x[:n], x[n:]
+    return (kept if edited is None else edited), kept

@@ -181,3 +181,21 @@ def test_decode_in_region_keeps_the_plain_decode_outside_and_edits_inside():
     torch.testing.assert_close(ones, whole, rtol=0, atol=1e-5)
     torch.testing.assert_close(zeros, base, rtol=0, atol=1e-5)
 
+
+def test_decode_in_region_applies_the_edit_only_below_edit_start():
+    eps_model = oracle_plus(random_unet())
+    x0, plain = frames(2)
+    edited = plain + 2.0
+    x_T = ddim.ddim_encode(eps_model, x0, plain, 8)
+    ones = torch.ones(2, 1, 16, 16)
+    scheduler, expected = ddim.decode_scheduler(8), x_T  # the decode that switches to the edit at t < 500
+    for t in scheduler.timesteps.tolist():
+        cond = edited if t < 500 else plain
+        eps = eps_model(expected, torch.full((2,), t), cond)
+        expected = scheduler.step(eps, t, expected, eta=0.0).prev_sample
+    out, kept = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, ones, 8, edit_start=500)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(kept, ddim.ddim_decode(eps_model, x_T, plain, 8), rtol=0, atol=1e-5)
+    never, _ = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, ones, 8, edit_start=0)
+    assert torch.equal(never, ddim.ddim_decode(eps_model, x_T, plain, 8))  # one trajectory, as the plain decode
+

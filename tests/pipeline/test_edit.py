@@ -146,7 +146,8 @@ def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked
     eyes_run = ed.edit_job(encoded, [("Eyeglasses", 4.0)], device="cpu")  # the random model's edits are faint
     whole_run = ed.edit_job(encoded, [("Eyeglasses", 4.0)], region="whole", device="cpu")
     assert whole_run.name == eyes_run.name + "__whole"
-    assert json.loads((eyes_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == "attribute"
+    assert json.loads((eyes_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == {
+        "edit_start": ed.CONFINED_EDIT_START}
     assert json.loads((whole_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == "whole"
     eyes, whole = crops_of(encoded, eyes_run.name), crops_of(encoded, whole_run.name)
     frames = enc.aligned_frames(job)
@@ -159,7 +160,7 @@ def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked
         assert np.array_equal(eyes[name][~around], original[~around])  # the original crop, pixel for pixel
         # inside: the original plus what the edit changed against the plain decode
         change = eyes[name].astype(int) - original
-        assert np.abs(change[box]).mean() > 1.5  # levels of 255: the random tiny model draws something there
+        assert np.abs(change[box]).mean() > 0.5  # levels of 255: the random tiny model draws something there
         assert np.abs(whole[name].astype(int) - recon[name])[~around].mean() > 2  # whole: the rest changes too
 
 
