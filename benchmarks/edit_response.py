@@ -13,8 +13,10 @@ crop. A decoder that follows z_id changes the eye band far more than the rest as
 scale grows; one that ignores it changes little anywhere. The last columns are the mean
 signed change of R, G and B outside the band (negative: the face darkens).
 ``--edited-below T ...`` adds rows decoded under the edited code only at the steps with
-t < T: how much of the change the first, high-noise steps make. ``--picture``: rows =
-source, scale 0, each scale.
+t < T: how much of the change the first, high-noise steps make. ``--confined`` adds
+rows confined to the attribute's region, as ``edit --region auto`` decodes
+(``ddim_decode_in_region``; ``--edited-below 700`` is its default start). ``--picture``:
+rows = source, scale 0, each scale (and its confined row).
 """
 
 from __future__ import annotations
@@ -24,19 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def switched_decode(model, x_T: torch.Tensor, plain: torch.Tensor, edited: torch.Tensor, below: int,
-                    steps: int) -> torch.Tensor:
-    """DDIM decode (eta 0) under ``edited`` at the steps with t < ``below``, ``plain`` above."""
-    from s3edit.model.ddim import decode_scheduler
-
-    scheduler, x = decode_scheduler(steps), x_T
-    for t in scheduler.timesteps.tolist():
-        cond = edited if t < below else plain
-        eps = model(x, torch.full((len(x),), t, dtype=torch.long), cond)
-        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-    return x
 
 
 def main() -> None:
@@ -53,11 +42,13 @@ def main() -> None:
                              "above): which steps of a decode make the change")
     parser.add_argument("--identity", choices=("frame", "clip"), default="frame",
                         help="frame: each crop's own z_id; clip: the job's one z_id_rep, as encode/edit use")
+    parser.add_argument("--confined", action="store_true",
+                        help="also decode each row confined to the attribute's region, as `edit --region auto`")
     args = parser.parse_args()
 
     import cv2
 
-    from s3edit.face.mask import eye_band
+    from s3edit.face.mask import edit_region, eye_band
     from s3edit.job import Job
     from s3edit.model import ddim
     from s3edit.model.data import load_job_crops
@@ -85,19 +76,29 @@ def main() -> None:
         base = ddim.ddim_decode(model, x_T, model.fuse(z_id, z_lnd), args.steps)
         rows = [x, base]
         print(f"{folder.name}: {len(index)} crops of {args.job}, {args.steps} DDIM steps, {name}")
-        print(f"{'scale':>6} {'t <':>5} {'eye band %':>11} {'elsewhere %':>12}  mean RGB shift elsewhere %")
+        regions = {"whole": torch.ones(len(x), 1, size, size)}
+        if args.confined:
+            regions[name] = edit_region([name], lnd, size)
+            if regions[name] is None:
+                parser.error(f"{name} has no region to confine its edit to")
+        print(f"{'scale':>6} {'t <':>5} {'region':>10} {'eye band %':>11} {'elsewhere %':>12}  "
+              "mean RGB shift elsewhere %")
         for scale in args.scales:
             z_new = torch.stack([edited_identity(z, [(name, scale)], ws.classifier) for z in z_id])
             plain, edited = model.fuse(z_id, z_lnd), model.fuse(z_new, z_lnd)
             for below in [None] + (args.edited_below or []):
-                out = (ddim.ddim_decode(model, x_T, edited, args.steps) if below is None
-                       else switched_decode(model, x_T, plain, edited, below, args.steps))
-                change = (out - base).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
-                shift = ((out - base).permute(1, 0, 2, 3)[:, ~band].mean(1) / 2 * 100).tolist()
-                print(f"{scale:>6g} {below or 'all':>5} {change[band].mean().item():>11.2f} "
-                      f"{change[~band].mean().item():>12.2f}  " + " ".join(f"{v:+.2f}" for v in shift))
-                if below is None:
-                    rows.append(out)
+                for region_name, region in regions.items():
+                    if region_name == "whole" and below is None:  # the plain edit: one trajectory
+                        out = ddim.ddim_decode(model, x_T, edited, args.steps)
+                    else:
+                        out, _ = ddim.ddim_decode_in_region(model, x_T, edited, plain, region, args.steps,
+                                                            edit_start=below or ddim.NUM_TRAIN_TIMESTEPS)
+                    change = (out - base).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
+                    shift = ((out - base).permute(1, 0, 2, 3)[:, ~band].mean(1) / 2 * 100).tolist()
+                    print(f"{scale:>6g} {below or 'all':>5} {region_name:>10} {change[band].mean().item():>11.2f} "
+                          f"{change[~band].mean().item():>12.2f}  " + " ".join(f"{v:+.2f}" for v in shift))
+                    if below is None:
+                        rows.append(out)
     if args.picture is not None:
         grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
         image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()

@@ -31,7 +31,7 @@ def edit_cmd(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
     region: str = typer.Option("auto", "--region",
                                help="auto: an attribute with a known region (Eyeglasses: the eyes) changes only that "
-                                    "region, the rest stays the plain reconstruction (twice the decode passes); "
+                                    "region, the rest of the face stays the original (1.7 times the decode passes); "
                                     "whole: the edit may change the whole face (DVA's way)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output video."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),

@@ -70,9 +70,11 @@ RECON_NAME = "recon"  # the name of an edit with no attribute (or all scales 0)
 REGIONS = ("auto", "whole")  # `--region`: confine edits of attributes with a region, or not
 # A confined edit applies its code at the decode steps with t < 700 (DiffEdit's encoding
 # ratio 0.7); the noisier steps above run once, under the frame's own code. They set a
-# decode's colours, not the glasses: on 4 crops of two shared clips the default model
-# draws the same glasses with the face around them a little less darkened (eye band
-# change 7.1 vs 7.9 % and 9.3 vs 9.5 % of the range), for 15 % fewer passes.
+# decode's colours, not the glasses: on 4 crops of each of two shared clips the default
+# model draws the same glasses, the skin around them a little less darkened (eye band
+# change 7.1 vs 7.9 % and 9.3 vs 9.5 % of the range: `benchmarks/edit_response.py JOB
+# --scales 0.6 --frames 4 --identity clip --confined --edited-below 700`), for 15 % fewer
+# passes.
 CONFINED_EDIT_START = 700
 JOB_SUFFIX = ".s3job"  # default job folder of `edit VIDEO`: ./<stem>.s3job
 
