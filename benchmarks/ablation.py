@@ -76,14 +76,14 @@ def tables() -> dict[str, list[tuple[str, Row]]]:
 
 def tiny_random_weights(folder: Path) -> Path:
     """--quick without --weights: tiny-32 with dlib's identity net, random heads."""
-    from s3edit.model.weightset import random_weight_set
+    from s3edit.weights.weightset import random_weight_set
 
     return random_weight_set(folder, "tiny-32-dlib", overwrite=True)
 
 
 def run_row(row: Row, args, job, weights: Path, judge, work: Path) -> dict[str, float]:
     """tune -> edit -> paste -> score for one configuration."""
-    from s3edit.model.train import TrainConfig
+    from s3edit.train.loop import TrainConfig
     from s3edit.pipeline.edit import edit_job
     from s3edit.pipeline.paste import PasteConfig, paste_video
     from s3edit.pipeline.score import AttributeTarget, score
@@ -153,7 +153,7 @@ def main() -> None:
 
 
 def run_all(args, work: Path) -> None:
-    from s3edit.model.registry import resolve_weights
+    from s3edit.weights.registry import resolve_weights
     from s3edit.pipeline.align import align_video
     from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
 

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
-    from s3edit.model.registry import resolve_weights
+    from s3edit.weights.registry import resolve_weights
     from s3edit.pipeline.align import align_video
     from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
 

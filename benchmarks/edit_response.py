@@ -51,10 +51,11 @@ def main() -> None:
     from s3edit.face.mask import edit_region, eye_band
     from s3edit.job import Job
     from s3edit.model import ddim
-    from s3edit.model.data import load_job_crops
-    from s3edit.model.registry import resolve_weights
-    from s3edit.model.weightset import load_weight_set
-    from s3edit.pipeline.edit import edited_identity, resolve_attributes
+    from s3edit.train.data import load_job_crops
+    from s3edit.weights.registry import resolve_weights
+    from s3edit.weights.weightset import load_weight_set
+    from s3edit.model.attributes import edited_identity
+    from s3edit.pipeline.edit import resolve_attributes
     from s3edit.pipeline.encode import clip_identity
 
     folder = resolve_weights(args.weights)

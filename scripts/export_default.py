@@ -22,9 +22,9 @@ import torch
 import typer
 
 from s3edit.errors import S3EditError, WeightsError
-from s3edit.model.download import sha256_file
-from s3edit.model.registry import REGISTRY_PATH
-from s3edit.model.weightset import load_weight_set, save_weight_set
+from s3edit.weights.download import sha256_file
+from s3edit.weights.registry import REGISTRY_PATH
+from s3edit.weights.weightset import load_weight_set, save_weight_set
 from s3edit.paths import write_json_atomic
 
 LIMIT_MB = 50.0  # issue 6: the bundled set stays under 50 MB

@@ -6,7 +6,7 @@
 Reads an aligned dataset (``scripts/prepare_faces.py``), computes z_id of every face
 and of a synthetic-glasses twin of the faces in ``GLASSES_SOURCES`` (dlib's 128-d
 ResNet, torch port, on the aligned crops with their landmarks), fits Eyeglasses,
-Smiling, Male and Young (label rules in ``s3edit.data.heads.LABEL_RULES``), prints
+Smiling, Male and Young (label rules in ``s3edit.portraits.heads.LABEL_RULES``), prints
 held-out accuracies and writes, in OUT:
 
     classifier.safetensors   weight (A, 128), bias (A,), conds_mean/conds_std (1, 128)
@@ -31,12 +31,12 @@ from safetensors.numpy import save_file
 from scipy.stats import spearmanr
 
 from s3edit import console
-from s3edit.data.glasses import glasses_twins
-from s3edit.data.heads import (
+from s3edit.portraits.glasses import glasses_twins
+from s3edit.portraits.heads import (
     LABEL_RULES, PortraitHeadsConfig, attach_classifier, embed_aligned, fit_head, glasses_rows,
     head_datasets, make_classifier, normalisation, resized, save_classifier, share_positive,
 )
-from s3edit.data.portraits import Portraits, load_portraits
+from s3edit.portraits.prepare import Portraits, load_portraits
 from s3edit.errors import InputError, S3EditError
 from s3edit.face.dlib_resnet import TorchDlibIdentity
 from s3edit.paths import atomic_path

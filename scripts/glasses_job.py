@@ -6,7 +6,7 @@
         --unless-glasses default --name congress-classic-glasses-job
 
 For every face the Eyeglasses head is fitted on (or of the ``--source`` collections),
-the same crop with glasses drawn from its landmarks (``s3edit.data.glasses``), plus
+the same crop with glasses drawn from its landmarks (``s3edit.portraits.glasses``), plus
 ``<job>-pairs.json`` saying which face of ``DATA/job`` each twin is. ``--style random``
 (default) seeds each face's style by its row and ``--seed``, as ``fit_heads.py`` does:
 the head's positives. ``--style classic`` draws one fixed style (bold black frames):
@@ -25,8 +25,8 @@ import numpy as np
 import typer
 
 from s3edit import console
-from s3edit.data.heads import GLASSES_SOURCES, rows_without
-from s3edit.data.portraits import CLASSIC_GLASSES_JOB_DIR, GLASSES_JOB_DIR, load_portraits, pairs_path, write_glasses_job
+from s3edit.portraits.heads import GLASSES_SOURCES, rows_without
+from s3edit.portraits.prepare import CLASSIC_GLASSES_JOB_DIR, GLASSES_JOB_DIR, load_portraits, pairs_path, write_glasses_job
 from s3edit.errors import S3EditError
 
 
@@ -52,8 +52,8 @@ def main(
         sources = tuple(source) or GLASSES_SOURCES
         rows = np.array([i for i, item in enumerate(portraits.items) if item.get("source") in sources], np.int64)
         if unless_glasses is not None:
-            from s3edit.model.registry import resolve_weights
-            from s3edit.model.weightset import load_weight_set
+            from s3edit.weights.registry import resolve_weights
+            from s3edit.weights.weightset import load_weight_set
 
             ws = load_weight_set(resolve_weights(unless_glasses))
             if ws.classifier is None or "Eyeglasses" not in ws.classifier.names:

@@ -3,7 +3,7 @@
     nice -n 10 python scripts/prepare_faces.py                  # ../shared/faces -> ~/.cache/s3edit/faces-aligned
     python scripts/prepare_faces.py PHOTOS -o OUT --size 128 --limit 20
 
-Writes an aligned dataset folder (layout in ``s3edit.data.portraits``): 128-px FFHQ
+Writes an aligned dataset folder (layout in ``s3edit.portraits.prepare``): 128-px FFHQ
 crops, landmarks and the csv labels, plus ``OUT/job``, an s3edit job that
 ``s3edit tune OUT/job ...`` trains on. Resumable: rerun the same command after an
 interruption. The output must lie outside the repository (the photos' licences allow
@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 
 from s3edit import console
-from s3edit.data.portraits import CROP_SIZE, PAD_FRACTION, PrepareConfig, prepare_portraits
+from s3edit.portraits.prepare import CROP_SIZE, PAD_FRACTION, PrepareConfig, prepare_portraits
 from s3edit.errors import OutputError, S3EditError
 
 REPO = Path(__file__).resolve().parents[1]

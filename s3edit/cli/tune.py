@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from s3edit.model.train import TrainConfig
+from s3edit.train.loop import TrainConfig
 from s3edit.pipeline.tune import format_report, tune
 from s3edit.s3.selftrain import S3Config
 

@@ -1,6 +1,6 @@
 """``s3edit weights``: list, download, import and verify weight sets.
 
-The work lives in ``s3edit.model.registry`` and ``s3edit.model.download``; these
+The work lives in ``s3edit.weights.registry`` and ``s3edit.weights.download``; these
 commands validate flags, call it and print (results on stdout, notes on stderr)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from s3edit import console
-from s3edit.model import download, registry
+from s3edit.weights import download, registry
 
 weights_app = typer.Typer(
     help="List, download, import and verify model weight sets.\n\n"

@@ -133,7 +133,7 @@ def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float | tuple[float
 
 # Attributes whose edit is local, with the region it may change: a box around the 12 eye
 # landmarks widened by (across, up and down) eye distances. (0.75, 0.4) holds every pixel
-# the classic glasses of ``s3edit.data.glasses`` draw, temples to the face's edge
+# the classic glasses of ``s3edit.portraits.glasses`` draw, temples to the face's edge
 # included (tests/face/test_mask.py), and leaves out the cheeks and most of the brows,
 # which an edit of the small default model darkens. Attributes not listed may change
 # the whole crop.

@@ -1,3 +1,3 @@
-"""The DVA network (``dva``, ``unet`` and the encoders), its configs (``config``),
-weight sets on disk (``weightset``) and the import of DVA's published checkpoint
-(``importer``). Import submodules directly; this package imports nothing heavy."""
+"""The DVA network (``dva``, ``unet`` and the encoders), its configs (``config``), the
+attribute heads and DVA's edit rule (``attributes``) and the DDIM sampler (``ddim``).
+Import submodules directly; this package imports nothing heavy."""

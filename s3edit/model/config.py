@@ -1,5 +1,5 @@
 """Typed configurations of the DVA network (DESIGN §3), saved as JSON inside every
-weight set (see ``s3edit.model.weightset``) so a weight set describes itself.
+weight set (see ``s3edit.weights.weightset``) so a weight set describes itself.
 
 Presets (``PRESETS[name]``):
 - ``dva-256``: the released Diffusion Video Autoencoder (Kim et al., CVPR 2023) —

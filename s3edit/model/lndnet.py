@@ -8,7 +8,7 @@ key), a global depthwise 7x7 conv + BN, a 1x1 conv to 136 + BN. DVA reads it as
 68 (x, y) points in [0, 1] of the 224 crop, drops the 17 jaw points and keeps 51
 points = 102 numbers. DVA's model also registers the features a second time under
 ``base_net.0`` (same tensors); we do not, and the importer checks and drops those
-aliases (see ``s3edit.model.importer.NAME_MAP``).
+aliases (see ``s3edit.weights.importer.NAME_MAP``).
 """
 
 from __future__ import annotations

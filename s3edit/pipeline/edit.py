@@ -59,13 +59,13 @@ from s3edit.errors import InputError, WeightsError
 from s3edit.face.mask import ATTRIBUTE_REGIONS, edit_region
 from s3edit.job import Job
 from s3edit.model import ddim
-from s3edit.model.weightset import Classifier
+from s3edit.model.attributes import DVA_EDIT_SCALE, Classifier, edited_identity
 from s3edit.paths import atomic_path, check_output_path, write_json_atomic
 from s3edit.pipeline import encode as enc
 from s3edit.s3 import routing
 
 EDIT_FILE = "edit.json"
-DEFAULT_SCALE = routing.DVA_EDIT_SCALE  # 0.3, DVA's default s
+DEFAULT_SCALE = DVA_EDIT_SCALE  # 0.3, DVA's default s
 RECON_NAME = "recon"  # the name of an edit with no attribute (or all scales 0)
 REGIONS = ("auto", "whole")  # `--region`: confine edits of attributes with a region, or not
 # A confined edit applies its code at the decode steps with t < 700 (DiffEdit's encoding
@@ -157,19 +157,6 @@ def confinable(attributes: list[tuple[str, float]]) -> bool:
 
 
 # --- the edit rule ---------------------------------------------------------------------
-
-
-def edited_identity(z_id_rep: torch.Tensor, attributes: list[tuple[str, float]],
-                    classifier: Classifier) -> torch.Tensor:
-    """DVA's rule (module docstring) for (name, scale) pairs: (D,) -> (D,) unit vector.
-    Scales of 0 everywhere return ``z_id_rep`` itself."""
-    if is_no_edit(attributes):
-        return z_id_rep
-    w = classifier.weight.to(z_id_rep)
-    step = sum(s * routing.edit_direction(w[classifier.names.index(n)]) for n, s in attributes)
-    z = routing.edit_identity(z_id_rep[None], step[None], 1.0,
-                              classifier.conds_mean.to(z_id_rep), classifier.conds_std.to(z_id_rep))
-    return z[0]
 
 
 @dataclass

@@ -45,8 +45,8 @@ from s3edit.face.identity import IdentityNet
 from s3edit.job import Job
 from s3edit.model import ddim
 from s3edit.model.dva import DVA
-from s3edit.model.registry import resolve_weights
-from s3edit.model.weightset import CLASSIFIER_FILE, CONFIG_FILE, MODEL_FILE, S3_FILE, WeightSet, load_weight_set
+from s3edit.weights.registry import resolve_weights
+from s3edit.weights.weightset import CLASSIFIER_FILE, CONFIG_FILE, MODEL_FILE, S3_FILE, WeightSet, load_weight_set
 from s3edit.paths import atomic_path
 
 STAGE = "encode"
@@ -155,7 +155,7 @@ def aligned_frames(job: Job) -> AlignedFrames:
 
 def read_crops(paths: list[Path], size: int) -> torch.Tensor:
     """Crop PNGs -> (B, 3, size, size) float32 in [-1, 1]. Other sizes are resized with
-    cv2 INTER_AREA, as the training data loader (``s3edit.model.data``) does."""
+    cv2 INTER_AREA, as the training data loader (``s3edit.train.data``) does."""
     images = []
     for path in paths:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

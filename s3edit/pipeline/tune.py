@@ -12,9 +12,9 @@ fresh from a preset. Objectives:
   structured sparsity (``s3edit.s3.selftrain``; needs a weight set with attribute
   heads). The new set records K, q, the clusters and the zeroed groups in config.json
   "s3" and the transforms in ``s3.safetensors``.
-- ``dva``: DVA's denoising loss only (``s3edit.model.train``); "s3" stays null.
-  With ``pairs`` (pairs files, ``s3edit.data.pairs``: the same faces without and with
-  an attribute), plus the paired-edit term ``L_pair`` (``s3edit.model.train.PairTerm``)
+- ``dva``: DVA's denoising loss only (``s3edit.train.loop``); "s3" stays null.
+  With ``pairs`` (pairs files, ``s3edit.train.pairs``: the same faces without and with
+  an attribute), plus the paired-edit term ``L_pair`` (``s3edit.train.loop.PairTerm``)
   that teaches the decoder what an edit of that attribute draws; the pairs' jobs are
   loaded if they are not among the inputs (their frames then feed the paired term
   only, not DVA's loss), and the attribute must be one of the set's heads.
@@ -42,19 +42,19 @@ import numpy as np
 import torch
 
 from s3edit import console
-from s3edit.data.pairs import EditPairs, read_pairs, resolve_pairs
+from s3edit.train.pairs import EditPairs, read_pairs, resolve_pairs
 from s3edit.errors import InputError, OutputError
 from s3edit.job import Job
 from s3edit.model.config import preset as model_preset
-from s3edit.model.data import load_jobs
+from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
-from s3edit.model.registry import resolve_weights
-from s3edit.model.train import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
-from s3edit.model.weightset import WeightSet, load_weight_set, save_weight_set
+from s3edit.weights.registry import resolve_weights
+from s3edit.train.loop import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
+from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.pipeline.edit import default_job_dir
 from s3edit.pipeline.encode import aligned_frames
-from s3edit.s3.routing import edit_direction
+from s3edit.model.attributes import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
 OBJECTIVES = ("s3", "dva")

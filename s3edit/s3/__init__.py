@@ -1,4 +1,4 @@
-"""S3Editor on top of DVA (DESIGN §4): attribute routing and cluster transforms
+"""S3Editor on top of DVA (docs/s3editor.md): attribute routing and cluster transforms
 (``routing``), face-region neuron groups (``groups``), the group-sparse optimizer
 (``dhspg``)."""
 
@@ -10,11 +10,7 @@ from s3edit.s3.routing import (
     PseudoEdit,
     attribute_embeddings,
     cluster_attributes,
-    denormalize,
-    edit_direction,
-    edit_identity,
     face_code,
-    normalize,
     pseudo_edit,
     sample_edit_draws,
 )
@@ -33,11 +29,7 @@ __all__ = [
     "PseudoEdit",
     "attribute_embeddings",
     "cluster_attributes",
-    "denormalize",
-    "edit_direction",
-    "edit_identity",
     "face_code",
-    "normalize",
     "pseudo_edit",
     "sample_edit_draws",
 ]

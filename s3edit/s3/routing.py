@@ -1,4 +1,5 @@
-"""Semantic-disentangled routing of S3Editor (DESIGN §4) and DVA's edit rule (DESIGN §3).
+"""Semantic-disentangled routing of S3Editor (docs/s3editor.md) over DVA's edit rule
+(``s3edit.model.attributes``).
 
 Pieces, in the order an edit uses them:
 
@@ -8,7 +9,8 @@ Pieces, in the order an edit uses them:
    a_j; every cluster non-empty, clusters numbered in a canonical order.
 3. ``AttributeClusters.route``: a known attribute goes to its own cluster, an unseen /
    user-defined one to the nearest centroid by cosine.
-4. ``edit_identity``: DVA's edit rule z' = l2norm(denorm(norm(z) + s·√D·â)).
+4. ``edit_identity`` (``s3edit.model.attributes``): DVA's edit rule
+   z' = l2norm(denorm(norm(z) + s·√D·â)).
 5. ``ClusterTransforms`` + ``face_code``: z_face' = fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd)),
    T_k a zero-initialised residual, so an untuned model edits exactly like plain DVA.
 6. ``pseudo_edit``: the self-training draw x̂ = T_k(denorm(norm(x) + γ·a)) (S3Editor's
@@ -22,7 +24,6 @@ Shapes: identity codes ``(B, D)`` (D = id_dim: 512 for ArcFace IR-SE50), landmar
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -34,9 +35,9 @@ from scipy.cluster.vq import kmeans2
 from torch import Tensor, nn
 
 from s3edit.errors import S3EditError
+from s3edit.model.attributes import edit_direction, edit_identity
 
 DEFAULT_CLUSTERS = 5  # K of S3Editor's routing (DESIGN §4: "K = 5 by default")
-DVA_EDIT_SCALE = 0.3  # DVA's default edit strength s (DESIGN §3)
 KMEANS_ITERS = 50  # Lloyd iterations after k-means++ seeding; 40 points converge in far fewer
 # An embedding is "a known attribute" when its cosine with that attribute's embedding
 # reaches this; float32 round-off of a unit vector stays well inside 1e-6.
@@ -46,46 +47,9 @@ DEFAULT_HIDDEN = 256  # width of T_k's hidden layer (our choice; see ClusterTran
 FuseFn = Callable[[Tensor, Tensor], Tensor]  # fuse(z_id (B, D), z_lnd (B, 102)) -> (B, F)
 
 
-# --- DVA's edit rule (DESIGN §3) -----------------------------------------------------
-
-
-def normalize(z: Tensor, conds_mean: Tensor, conds_std: Tensor) -> Tensor:
-    """norm(z) = (z - μ) / σ with the classifier's buffers ``conds_mean``/``conds_std``
-    ``(1, D)``; z ``(B, D)`` -> ``(B, D)``."""
-    return (z - conds_mean) / conds_std
-
-
-def denormalize(z: Tensor, conds_mean: Tensor, conds_std: Tensor) -> Tensor:
-    """denorm(z) = z·σ + μ, the inverse of ``normalize``; ``(B, D)`` -> ``(B, D)``."""
-    return z * conds_std + conds_mean
-
-
-def edit_direction(w_row: Tensor) -> Tensor:
-    """â = w / ‖w‖ for one classifier row ``(D,)`` (or rows ``(A, D)``, row-wise)."""
-    return F.normalize(w_row, dim=-1)
-
-
 def attribute_embeddings(classifier_weight: Tensor) -> Tensor:
     """a_j of S3Editor: the normalised classifier rows, ``(A, D)`` -> ``(A, D)`` unit rows."""
     return edit_direction(classifier_weight)
-
-
-def edit_identity(
-    z_id: Tensor,
-    direction: Tensor,
-    scale: float | Tensor,
-    conds_mean: Tensor,
-    conds_std: Tensor,
-) -> Tensor:
-    """DVA's edit rule (DESIGN §3): z' = l2norm(denorm(norm(z) + s·√D·â)).
-
-    z_id ``(B, D)``; direction â ``(D,)`` or ``(B, D)`` (unit rows, ``edit_direction``);
-    scale s a float or ``(B,)``. Returns ``(B, D)`` unit rows. √D makes s a fraction of
-    the typical length of a normalised code (each of its D entries has unit variance)."""
-    D = z_id.shape[-1]
-    s = torch.as_tensor(scale, dtype=z_id.dtype, device=z_id.device).reshape(-1, 1)
-    moved = normalize(z_id, conds_mean, conds_std) + s * math.sqrt(D) * direction
-    return F.normalize(denormalize(moved, conds_mean, conds_std), dim=-1)
 
 
 # --- K-means routing (DESIGN §4) ------------------------------------------------------

@@ -3,7 +3,7 @@
 Per step, for a batch of real frames f = x0 (B, 3, S, S) with frozen semantics
 z_id (B, D), z_lnd (B, 102) (computed once: the encoders never learn):
 
-1. L_gen: DVA's denoising loss on the real frames (``s3edit.model.train.dva_terms``:
+1. L_gen: DVA's denoising loss on the real frames (``s3edit.train.loop.dva_terms``:
    L1 on ε for two noises at one t ~ U{0..999}, plus the face-mask x̂0 agreement),
    under the unedited z_face = fuse(z_id, z_lnd) (an edit of strength 0 is no edit,
    so no T_k).
@@ -43,7 +43,7 @@ groups of T_k (``s3edit.s3.groups``): warm-up for ``warmup_frac`` of the steps, 
 sparsification window for ``sparsify_frac``, then exactly Q = ⌊q·7K⌋ zero groups;
 the training loop reports each step's loss and the best sparse iterate is restored.
 
-In a weight set (``s3edit.model.weightset``): config.json ``"s3"`` holds the record
+In a weight set (``s3edit.weights.weightset``): config.json ``"s3"`` holds the record
 of ``s3_record`` (K, q, Q, the clusters, the groups zeroed, per cluster too, the
 switches), ``s3.safetensors`` the transforms' tensors (``ClusterTransforms``
 state-dict keys: ``transforms.{k}.0.weight`` (H, D+102), ``.0.bias``, ``.2.weight``
@@ -63,8 +63,8 @@ from torch import Tensor, nn
 from s3edit.errors import InputError, WeightsError
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS
 from s3edit.model.dva import DVA
-from s3edit.model.data import CropData
-from s3edit.model.train import (
+from s3edit.train.data import CropData
+from s3edit.train.loop import (
     TrainConfig,
     TrainResult,
     alphas_cumprod,
@@ -77,7 +77,8 @@ from s3edit.model.train import (
     predict_x0,
     train,
 )
-from s3edit.model.weightset import S3_FILE, Classifier, WeightSet
+from s3edit.model.attributes import Classifier
+from s3edit.weights.weightset import S3_FILE, WeightSet
 from s3edit.s3.dhspg import DHSPG, DHSPGConfig, num_sparse_groups
 from s3edit.s3.groups import FACE_REGIONS, landmark_groups
 from s3edit.s3.routing import (

@@ -161,7 +161,7 @@ def fake_dva(tmp_path_factory):
 @pytest.fixture
 def tiny_import(monkeypatch):
     """The importer builds the tiny-32 network instead of DVA's full one."""
-    from s3edit.model import importer
+    from s3edit.weights import importer
     from s3edit.model.config import preset
 
     monkeypatch.setattr(importer, "dva_256", lambda: preset("tiny-32"))

@@ -97,7 +97,7 @@ def test_defaults_scale_with_crop_size():
 def test_the_eyeglasses_region_holds_every_pixel_the_classic_glasses_change():
     from skimage import data as skdata
 
-    from s3edit.data.glasses import CLASSIC, draw_glasses
+    from s3edit.portraits.glasses import CLASSIC, draw_glasses
     from s3edit.face.detect import make_detector
 
     image = skdata.astronaut()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from s3edit.model.config import DVAConfig, UNetConfig, preset
 from s3edit.model.dva import build_dva
-from s3edit.model.importer import map_name
+from s3edit.weights.importer import map_name
 from s3edit.model.unet import AttentionBlock, ResBlock, UNet, timestep_embedding
 
 TINY = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,

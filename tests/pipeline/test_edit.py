@@ -15,7 +15,8 @@ import torch
 from s3edit.errors import InputError
 from s3edit.job import Job
 from s3edit.model import ddim
-from s3edit.model.weightset import load_weight_set
+from s3edit.model.attributes import edited_identity
+from s3edit.weights.weightset import load_weight_set
 from s3edit.pipeline import edit as ed
 from s3edit.pipeline import encode as enc
 from s3edit.s3 import routing
@@ -76,18 +77,18 @@ def test_edited_identity_is_dvas_rule(small_weights):
     w = cls.weight[cls.names.index("Eyeglasses")]
     expected = (z - cls.conds_mean[0]) / cls.conds_std[0] + 0.6 * math.sqrt(D) * w / w.norm()
     expected = torch.nn.functional.normalize(expected * cls.conds_std[0] + cls.conds_mean[0], dim=0)
-    torch.testing.assert_close(ed.edited_identity(z, [("Eyeglasses", 0.6)], cls), expected)
+    torch.testing.assert_close(edited_identity(z, [("Eyeglasses", 0.6)], cls), expected)
     # the edit raises the attribute's logit; a negative scale lowers it
-    up = ed.edited_identity(z, [("Eyeglasses", 0.6)], cls)
-    down = ed.edited_identity(z, [("Eyeglasses", -0.6)], cls)
+    up = edited_identity(z, [("Eyeglasses", 0.6)], cls)
+    down = edited_identity(z, [("Eyeglasses", -0.6)], cls)
     logit = lambda v: float(enc.attribute_logits(cls, v[None])[0, cls.names.index("Eyeglasses")])  # noqa: E731
     assert logit(down) < logit(z) < logit(up)
     # several attributes: their steps add before the one l2norm; order does not matter
-    a = ed.edited_identity(z, [("Eyeglasses", 0.6), ("Smiling", 0.3)], cls)
-    b = ed.edited_identity(z, [("Smiling", 0.3), ("Eyeglasses", 0.6)], cls)
+    a = edited_identity(z, [("Eyeglasses", 0.6), ("Smiling", 0.3)], cls)
+    b = edited_identity(z, [("Smiling", 0.3), ("Eyeglasses", 0.6)], cls)
     torch.testing.assert_close(a, b)
     # scale 0 is no edit at all, bit for bit
-    assert ed.edited_identity(z, [("Eyeglasses", 0.0)], cls) is z
+    assert edited_identity(z, [("Eyeglasses", 0.0)], cls) is z
 
 
 def test_unknown_attribute_lists_the_closest_names(small_weights):
@@ -130,7 +131,7 @@ def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights):
     lw = enc.load_weights(small_weights, torch.device("cpu"))
     index, x_T = next(enc.iter_x_T(lat))
     z_face = lat.z_face[lat.rows(index)]
-    z_zero = ed.edited_identity(lat.z_id_rep, [("Eyeglasses", 0.0)], lw.ws.classifier)
+    z_zero = edited_identity(lat.z_id_rep, [("Eyeglasses", 0.0)], lw.ws.classifier)
     assert torch.equal(z_zero, lat.z_id_rep)
     out = ddim.ddim_decode(lw.model, x_T, z_face, STEPS)
     assert np.array_equal(ed.to_uint8(out, CROP_SIZE)[0][..., ::-1], a[f"{int(index[0]):06d}.png"])

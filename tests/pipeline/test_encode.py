@@ -19,7 +19,8 @@ from s3edit.model import ddim
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import preset
 from s3edit.model.dva import build_dva
-from s3edit.model.weightset import Classifier, save_weight_set
+from s3edit.model.attributes import Classifier
+from s3edit.weights.weightset import save_weight_set
 from s3edit.pipeline import encode as enc
 
 CROP_SIZE = 64  # align --size 64: the tiny model (32 px) reads resized crops

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3edit.model.weightset import S3_FILE, load_weight_set, random_weight_set, save_weight_set
+from s3edit.weights.weightset import S3_FILE, load_weight_set, random_weight_set, save_weight_set
 from s3edit.s3.dhspg import num_sparse_groups
 from s3edit.s3.selftrain import load_s3, zero_group_names
 
@@ -137,8 +137,8 @@ def twins(job, tmp_path_factory) -> tuple[Path, Path]:
 
     import cv2
 
-    from s3edit.data.glasses import CLASSIC, draw_glasses
-    from s3edit.data.pairs import write_pairs
+    from s3edit.portraits.glasses import CLASSIC, draw_glasses
+    from s3edit.train.pairs import write_pairs
     from s3edit.job import Job
     from s3edit.pipeline.encode import aligned_frames
 

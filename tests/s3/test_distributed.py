@@ -26,7 +26,7 @@ import torch
 torch.set_num_threads(1)
 
 if sys.argv[1] == "make-weights":
-    from s3edit.model.weightset import random_weight_set
+    from s3edit.weights.weightset import random_weight_set
 
     random_weight_set(sys.argv[2], "tiny-32-dlib", name="tiny")
 else:

@@ -10,17 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from s3edit.errors import S3EditError
+from s3edit.model.attributes import denormalize, edit_direction, edit_identity, normalize
 from s3edit.s3.routing import (
     AttributeClusters,
     ClusterTransforms,
     _fill_empty_clusters,
     attribute_embeddings,
     cluster_attributes,
-    denormalize,
-    edit_direction,
-    edit_identity,
     face_code,
-    normalize,
     pseudo_edit,
     sample_edit_draws,
 )

@@ -16,11 +16,12 @@ from s3edit.face.dlib_resnet import mean_face
 from s3edit.errors import InputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import preset
-from s3edit.model.data import CropData
+from s3edit.train.data import CropData
 from s3edit.model.dva import build_dva
-from s3edit.model.registry import describe_s3
-from s3edit.model.train import TrainConfig, freeze_encoders, precompute_semantics
-from s3edit.model.weightset import Classifier, WeightSet, load_weight_set, save_weight_set
+from s3edit.weights.registry import describe_s3
+from s3edit.train.loop import TrainConfig, freeze_encoders, precompute_semantics
+from s3edit.model.attributes import Classifier
+from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.s3.groups import REGION_LND_COLUMNS
 from s3edit.s3.routing import ClusterTransforms, face_code
 from s3edit.s3.selftrain import (

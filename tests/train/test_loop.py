@@ -10,9 +10,9 @@ import torch
 from s3edit.errors import InputError
 from s3edit.face.dlib_resnet import mean_face
 from s3edit.model.config import preset
-from s3edit.model.data import CropData
+from s3edit.train.data import CropData
 from s3edit.model.dva import build_dva
-from s3edit.model.train import (
+from s3edit.train.loop import (
     PAIR_T_MIN,
     DVAObjective,
     PairTerm,
@@ -165,7 +165,7 @@ def test_pair_draws_name_both_frames_and_leave_the_plain_draws_unchanged():
 
 
 def test_pair_code_is_the_edit_rule_on_the_source_identity():
-    from s3edit.s3.routing import edit_identity
+    from s3edit.model.attributes import edit_identity
 
     model = tiny_model()
     term = pair_term(model)
@@ -216,7 +216,7 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target():
 
 def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_edited_code():
     from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
-    from s3edit.s3.routing import edit_identity
+    from s3edit.model.attributes import edit_identity
 
     model = tiny_model().eval()
     freeze_encoders(model)
@@ -245,7 +245,7 @@ def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_ed
 
 def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_prediction():
     from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
-    from s3edit.model.train import KEEP_X0_CAP
+    from s3edit.train.loop import KEEP_X0_CAP
 
     model = tiny_model().eval()
     freeze_encoders(model)
@@ -317,7 +317,7 @@ def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region():
 
 def test_the_keep_region_is_the_attributes_edit_region():
     from s3edit.face.mask import attribute_region
-    from s3edit.model.train import keep_region
+    from s3edit.train.loop import keep_region
 
     lnd01 = torch.rand(3, 68, 2) * 0.5 + 0.25
     region = keep_region("Eyeglasses", lnd01, 32)

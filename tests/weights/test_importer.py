@@ -19,8 +19,8 @@ from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import preset
 from s3edit.model.dva import build_dva
-from s3edit.model.importer import ALIAS_PREFIX, ALIAS_TARGET, import_dva, safe_load
-from s3edit.model.weightset import load_weight_set
+from s3edit.weights.importer import ALIAS_PREFIX, ALIAS_TARGET, import_dva, safe_load
+from s3edit.weights.weightset import load_weight_set
 
 TINY = preset("tiny-32")
 

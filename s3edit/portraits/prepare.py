@@ -41,7 +41,7 @@ Layout of an aligned dataset folder (format DATASET_FORMAT, version DATASET_VERS
       glasses-job/           optional (``scripts/glasses_job.py``): the synthetic-glasses
                              twins of the faces the Eyeglasses head is fitted on, as a
                              second job for training (``write_glasses_job``)
-      glasses-job-pairs.json  which frame of job/ each twin is (``s3edit.data.pairs``)
+      glasses-job-pairs.json  which frame of job/ each twin is (``s3edit.train.pairs``)
       classic-glasses-job/   optional (``--style classic``): the same faces in one fixed
                              style, the edit pairs the default model's decoder learns
                              Eyeglasses from (+ classic-glasses-job-pairs.json)
@@ -505,14 +505,14 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     s3edit job beside ``job/`` -> (job_dir, twins). Same crops, landmarks and quads,
     glasses drawn in ``style_for(seed, row)`` (``style="random"``; with ``seed`` equal
     to ``fit_heads.py``'s, the very images the head's positives come from) or in one
-    named style for all (``"classic"``: ``s3edit.data.glasses.STYLES``). Beside the
-    job, ``<job_dir>-pairs.json`` (``s3edit.data.pairs``) pairs each twin with its
+    named style for all (``"classic"``: ``s3edit.portraits.glasses.STYLES``). Beside the
+    job, ``<job_dir>-pairs.json`` (``s3edit.train.pairs``) pairs each twin with its
     face in ``job/`` for ``s3edit tune --pairs``. ``rows``: the faces to draw on
     (default: those the Eyeglasses head is fitted on, ``glasses_rows``). Replaces
     earlier ones."""
-    from s3edit.data.glasses import STYLES, glasses_twins
-    from s3edit.data.heads import glasses_rows
-    from s3edit.data.pairs import write_pairs
+    from s3edit.portraits.glasses import STYLES, glasses_twins
+    from s3edit.portraits.heads import glasses_rows
+    from s3edit.train.pairs import write_pairs
 
     if style not in STYLES:
         raise InputError(f"unknown glasses style {style!r}; one of {', '.join(STYLES)}.")
@@ -527,7 +527,7 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     write_pairs(pairs_path(job_dir), "Eyeglasses", job_dir.parent / JOB_DIR, job_dir,
                 np.stack([idx, np.arange(len(idx))], axis=1),
                 note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} with glasses drawn "
-                     f"from its landmarks (style {style}, seed {seed}; s3edit.data.glasses)")
+                     f"from its landmarks (style {style}, seed {seed}; s3edit.portraits.glasses)")
     return job_dir, len(idx)
 
 

@@ -39,7 +39,7 @@ DEFAULT_HOME = Path("~/.cache/s3edit")
 
 SET_KINDS = ("bundled", "hub", "import")
 KINDS = SET_KINDS + ("package",)
-CONFIG_NAME = "config.json"  # every weight-set folder holds one (see s3edit.model.weightset)
+CONFIG_NAME = "config.json"  # every weight-set folder holds one (see s3edit.weights.weightset)
 HUB_REVISION = "main"
 
 

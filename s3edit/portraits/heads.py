@@ -1,6 +1,6 @@
 """Attribute heads in an identity space: logistic regression on normalised z_id.
 
-The heads use DVA's classifier format (``s3edit.model.weightset.Classifier``)::
+The heads use DVA's classifier format (``s3edit.weights.weightset.Classifier``)::
 
     logits = W · norm(z_id) + b,    norm(z) = (z - conds_mean) / conds_std
 
@@ -28,7 +28,8 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from s3edit.errors import WeightsError
-from s3edit.model.weightset import CLASSIFIER_FILE, CONFIG_FILE, Classifier, read_config
+from s3edit.model.attributes import Classifier
+from s3edit.weights.weightset import CLASSIFIER_FILE, CONFIG_FILE, read_config
 from s3edit.paths import atomic_path, write_json_atomic
 
 # Penalty grid for lambda/2 * |w|^2 on the mean log-loss (normalised inputs: unit

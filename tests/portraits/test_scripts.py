@@ -12,7 +12,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from tests.data.test_portraits import make_folder
+from tests.portraits.test_prepare import make_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,7 @@ def test_glasses_job_styles_and_pairs_file(run, tmp_path):
 def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, tmp_path):
     from s3edit.model.config import preset
     from s3edit.model.dva import build_dva
-    from s3edit.model.weightset import save_weight_set
+    from s3edit.weights.weightset import save_weight_set
 
     root = make_folder(tmp_path / "photos")
     out = tmp_path / "aligned"
@@ -126,9 +126,9 @@ def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, tmp_path):
 def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
     from safetensors import safe_open
 
-    from s3edit.model.download import sha256_file
-    from s3edit.model.registry import load_registry, resolve_weights
-    from s3edit.model.weightset import load_weight_set, random_weight_set
+    from s3edit.weights.download import sha256_file
+    from s3edit.weights.registry import load_registry, resolve_weights
+    from s3edit.weights.weightset import load_weight_set, random_weight_set
 
     registry = tmp_path / "weights" / "registry.json"
     registry.parent.mkdir()
@@ -160,7 +160,7 @@ def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
 def test_export_default_needs_heads(run, tmp_path):
     from s3edit.model.config import preset
     from s3edit.model.dva import build_dva
-    from s3edit.model.weightset import save_weight_set
+    from s3edit.weights.weightset import save_weight_set
 
     bare = save_weight_set(tmp_path / "bare", build_dva(preset("tiny-32-dlib")))
     result = run("export_default", str(bare), "--registry", str(ROOT / "weights" / "registry.json"))

@@ -14,7 +14,7 @@ DVA's objective, per step, for a batch of aligned crops x0 (B, 3, S, S) in [-1, 
    keeps face information out of x_T.
 
 Paired edits (our addition, issue 6; off unless pairs are given): where the data holds
-the same face without and with an attribute (``s3edit.data.pairs``: the default model's
+the same face without and with an attribute (``s3edit.train.pairs``: the default model's
 synthetic-glasses twins), a third term teaches the decoder what the attribute's edit
 draws, whatever the noisy frame shows. For a pair row (src, tgt) in either direction
 (add: src lacks it; remove: src has it), t_p ~ U{t_min..T-1} and a noise eps_p:
@@ -112,7 +112,8 @@ from torch import Tensor, nn
 
 from s3edit.errors import InputError
 from s3edit.face.mask import ATTRIBUTE_REGIONS, attribute_region, face_mask
-from s3edit.model.data import CropData
+from s3edit.train.data import CropData
+from s3edit.model.attributes import denormalize, edit_identity, normalize
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS, decode_scheduler
 from s3edit.model.dva import DVA
 from s3edit.paths import atomic_path, write_json_atomic
@@ -353,7 +354,6 @@ class DVAObjective(nn.Module):
     def edited_code(self, z_id: Tensor, attr: Tensor, scale: Tensor, noise: Tensor | None) -> Tensor:
         """DVA's edit rule on ``z_id`` along attribute ``attr``'s direction by ``scale``,
         after adding ``noise`` to the normalised code (module docstring)."""
-        from s3edit.s3.routing import denormalize, edit_identity, normalize
 
         if noise is not None:
             z_id = denormalize(normalize(z_id, self.pair_mean, self.pair_std) + noise, self.pair_mean, self.pair_std)

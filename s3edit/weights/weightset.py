@@ -39,7 +39,6 @@ Any further top-level keys are kept in ``WeightSet.meta`` and written back uncha
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -53,6 +52,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from s3edit.errors import InputError, OutputError, WeightsError
+from s3edit.model.attributes import CLASSIFIER_KEYS, Classifier
 from s3edit.model.config import DVAConfig
 from s3edit.model.dva import DVA, build_dva
 
@@ -62,50 +62,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 CLASSIFIER_FILE = "classifier.safetensors"
 S3_FILE = "s3.safetensors"  # S3Editor transforms (tuned sets only)
-CLASSIFIER_KEYS = ("weight", "bias", "conds_mean", "conds_std")
 SHOW = 5  # names listed in an error message
-
-
-@dataclass
-class Classifier:
-    """DVA's attribute heads: logits = Linear(norm(z_id)), norm(z) = (z - mean) / std.
-
-    weight (A, D), bias (A,), conds_mean (1, D), conds_std (1, D); names: A row names."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    conds_mean: torch.Tensor
-    conds_std: torch.Tensor
-    names: list[str]
-
-    def normalize(self, z_id: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N, D) standardised with the training set's statistics."""
-        return (z_id - self.conds_mean) / self.conds_std
-
-    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.conds_std + self.conds_mean
-
-    def logits(self, z_id: torch.Tensor) -> torch.Tensor:
-        """(N, D) identity vectors -> (N, A) attribute logits."""
-        return torch.nn.functional.linear(self.normalize(z_id), self.weight, self.bias)
-
-    def index(self, name: str) -> int:
-        """Row of an attribute; an unknown name raises InputError naming the closest."""
-        if name in self.names:
-            return self.names.index(name)
-        lower = {n.lower(): n for n in self.names}
-        if name.lower() in lower:
-            return self.names.index(lower[name.lower()])
-        close = difflib.get_close_matches(name, self.names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else "run `s3edit weights list` to see the attributes."
-        raise InputError(f"unknown attribute {name!r}; {hint}")
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in CLASSIFIER_KEYS}
-
-    def to(self, device=None, dtype=None) -> "Classifier":
-        moved = {k: v.to(device=device, dtype=dtype) for k, v in self.tensors().items()}
-        return Classifier(**moved, names=list(self.names))
 
 
 @dataclass

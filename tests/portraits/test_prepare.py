@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage import data
 
-from s3edit.data.portraits import (
+from s3edit.portraits.prepare import (
     ARRAYS_FILE, GLASSES_JOB_DIR, JOB_DIR, META_FILE, PrepareConfig, align_portrait, largest_face,
     load_portraits, pad_image, prepare_portraits, write_glasses_job, pairs_path, CLASSIC_GLASSES_JOB_DIR,
 )
@@ -105,7 +105,7 @@ def make_folder(root, n_faces: int = 2):
 
 def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
     from s3edit.job import Job
-    from s3edit.model.data import load_job_crops
+    from s3edit.train.data import load_job_crops
 
     root = make_folder(tmp_path / "photos")
     out = tmp_path / "aligned"
@@ -137,9 +137,9 @@ def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
 
 
 def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
-    from s3edit.data.glasses import CLASSIC, glasses_twins
+    from s3edit.portraits.glasses import CLASSIC, glasses_twins
     from s3edit.job import Job
-    from s3edit.model.data import load_job_crops
+    from s3edit.train.data import load_job_crops
 
     out = tmp_path / "aligned"
     prepare_portraits(make_folder(tmp_path / "photos"), out, PrepareConfig(size=64))
@@ -158,7 +158,7 @@ def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
     assert 0.02 < float(changed.float().mean()) < 0.5  # glasses on the eyes, not a new picture
 
     # the pairs file beside it names twin 0 as face 1 of job/, and tune's rows follow
-    from s3edit.data.pairs import read_pairs, resolve_pairs
+    from s3edit.train.pairs import read_pairs, resolve_pairs
 
     pairs = read_pairs(pairs_path(job_dir))
     assert pairs.attribute == "Eyeglasses" and pairs.frames.tolist() == [[1, 0]]
@@ -180,7 +180,7 @@ def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
 
 def test_prepare_resumes_from_shards(tmp_path, monkeypatch):
     """An interrupted run keeps its finished shards; the rerun only aligns the rest."""
-    import s3edit.data.portraits as portraits_mod
+    import s3edit.portraits.prepare as portraits_mod
 
     root = make_folder(tmp_path / "photos", n_faces=3)
     out = tmp_path / "aligned"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from s3edit.errors import OutputError, WeightsError
-from s3edit.model import download as dl
-from s3edit.model import registry as reg
+from s3edit.weights import download as dl
+from s3edit.weights import registry as reg
 
 REPO = "s3edit-test/tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -178,7 +178,7 @@ def tiny_set(tmp_path_factory) -> Path:
 
     from s3edit.model.config import preset
     from s3edit.model.dva import build_dva
-    from s3edit.model.weightset import save_weight_set
+    from s3edit.weights.weightset import save_weight_set
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("sets") / "tiny"

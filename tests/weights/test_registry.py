@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from s3edit.errors import WeightsError
-from s3edit.model import registry as reg
-from s3edit.model.download import sha256_file
+from s3edit.weights import registry as reg
+from s3edit.weights.download import sha256_file
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

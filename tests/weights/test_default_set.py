@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from s3edit.model.download import sha256_file
-from s3edit.model.registry import REGISTRY_PATH, load_registry, resolve_weights
-from s3edit.model.weightset import load_weight_set
+from s3edit.weights.download import sha256_file
+from s3edit.weights.registry import REGISTRY_PATH, load_registry, resolve_weights
+from s3edit.weights.weightset import load_weight_set
 from s3edit.video.io import probe
 
 ROOT = REGISTRY_PATH.parents[1]
@@ -69,8 +69,8 @@ def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_cl
     from s3edit.face.mask import edit_region, eye_band, face_mask
     from s3edit.job import Job
     from s3edit.model import ddim
-    from s3edit.model.data import load_job_crops
-    from s3edit.pipeline.edit import edited_identity
+    from s3edit.train.data import load_job_crops
+    from s3edit.model.attributes import edited_identity
 
     job = tmp_path / "astronaut.s3job"
     assert cli("-q", "align", str(example_clip), "-o", str(job)).exit_code == 0

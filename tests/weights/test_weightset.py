@@ -13,7 +13,8 @@ from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import preset
 from s3edit.model.dva import build_dva
-from s3edit.model.weightset import Classifier, load_weight_set, read_config, save_weight_set
+from s3edit.model.attributes import Classifier
+from s3edit.weights.weightset import load_weight_set, read_config, save_weight_set
 
 
 def classifier(dim: int = 512) -> Classifier:

@@ -1,6 +1,6 @@
 """Getting weight sets onto the machine and checking them: hub downloads (through
 ``huggingface_hub`` into its usual cache, sha256-checked), imports of published
-checkpoints (``s3edit.model.importer``), and ``verify``.
+checkpoints (``s3edit.weights.importer``), and ``verify``.
 
 Every user-fixable failure is one ``WeightsError`` sentence that says what to run.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from s3edit import console
 from s3edit.errors import OutputError, WeightsError
-from s3edit.model.registry import (
+from s3edit.weights.registry import (
     Registry,
     RegistryEntry,
     hub_filename,
@@ -174,7 +174,7 @@ class ImportResult:
 
     name: str
     path: Path
-    report: object  # s3edit.model.importer.ImportReport
+    report: object  # s3edit.weights.importer.ImportReport
     sources: list[dict] = field(default_factory=list)  # {role, file, sha256, expected}
     written: bool = True
     error: str | None = None
@@ -214,7 +214,7 @@ def import_weights(
             continue
         path = require_input_file(path, f"{role} file")
         sources.append(_hash_source(name, role, path, expected.get(role)))
-    from s3edit.model.importer import import_dva  # torch and the model modules: only when needed
+    from s3edit.weights.importer import import_dva  # torch and the model modules: only when needed
 
     try:
         report = import_dva(
@@ -357,7 +357,7 @@ def _verify_tensors(folder: Path, report: VerifyReport) -> None:
     """Load the set and count its tensors; a load failure or a non-finite tensor is a problem."""
     import torch
 
-    from s3edit.model.weightset import load_weight_set
+    from s3edit.weights.weightset import load_weight_set
 
     try:
         weight_set = load_weight_set(folder)

@@ -1,4 +1,4 @@
-"""Edit-pairs files (``s3edit.data.pairs``): round trip, rows in the training data, and
+"""Edit-pairs files (``s3edit.train.pairs``): round trip, rows in the training data, and
 every user-facing error."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from s3edit.data.pairs import read_pairs, resolve_pairs, write_pairs
+from s3edit.train.pairs import read_pairs, resolve_pairs, write_pairs
 from s3edit.errors import InputError
 
 

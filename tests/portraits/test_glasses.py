@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from s3edit.data.glasses import (
+from s3edit.portraits.glasses import (
     SHAPES, GlassesStyle, draw_glasses, face_frame, glasses_layers, glasses_twins, random_style,
 )
 from s3edit.face.landmarks import BROWS, JAW, LEFT_EYE, NOSE_BASE, RIGHT_EYE

@@ -10,14 +10,14 @@ import pytest
 import torch
 from scipy.optimize import approx_fprime
 
-from s3edit.data.heads import (
+from s3edit.portraits.heads import (
     HeadData, LABEL_RULES, accuracy, attach_classifier, csv_labels, embed_aligned, fit_head,
     fit_logistic, glasses_rows, group_split, head_datasets, make_classifier, normalisation,
     save_classifier, share_positive,
 )
 from s3edit.errors import WeightsError
-from s3edit.model.weightset import CLASSIFIER_FILE, FORMAT, VERSION, load_classifier, read_config
-from s3edit.s3.routing import edit_direction
+from s3edit.weights.weightset import CLASSIFIER_FILE, FORMAT, VERSION, load_classifier, read_config
+from s3edit.model.attributes import edit_direction
 
 D = 16
 
@@ -196,8 +196,8 @@ def test_rows_without_keeps_the_faces_the_head_rates_below_the_threshold():
     the bright crops count as wearing the attribute and are dropped."""
     from types import SimpleNamespace
 
-    from s3edit.data.heads import rows_without
-    from s3edit.model.weightset import Classifier
+    from s3edit.portraits.heads import rows_without
+    from s3edit.model.attributes import Classifier
 
     class Brightness:
         dim = 2

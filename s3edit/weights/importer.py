@@ -1,4 +1,4 @@
-"""Import DVA's published files into a weight set (``s3edit.model.weightset``).
+"""Import DVA's published files into a weight set (``s3edit.weights.weightset``).
 
 Sources (users download them by hand):
 - the network: a PyTorch-Lightning checkpoint (``epoch=51-step=1000000.ckpt``) whose
@@ -47,7 +47,7 @@ from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import DVAConfig, dva_256
 from s3edit.model.dva import build_dva
-from s3edit.model.weightset import CLASSIFIER_KEYS, config_json, write_weight_set_files
+from s3edit.weights.weightset import CLASSIFIER_KEYS, config_json, write_weight_set_files
 
 EMA_PREFIX = "ema_model."
 RAW_PREFIX = "model."
