@@ -28,10 +28,6 @@ def set_quiet(quiet: bool) -> None:
     _state["quiet"] = quiet
 
 
-def is_quiet() -> bool:
-    return _state["quiet"]
-
-
 def note(message: str) -> None:
     """A diagnostic line on stderr (hidden by --quiet)."""
     if not _state["quiet"]:

@@ -1,6 +1,7 @@
 """Index sets of the 68-point iBUG 300-W landmark scheme (dlib's shape predictor and
-face-alignment's FAN both use it). Points are numbered from 0; each constant is a
-``range`` (or a tuple where the set is not contiguous) usable as an array index.
+face-alignment's FAN both use it). Points are numbered from 0; each set is a ``range``
+usable as an array index. "Right" and "left" are the subject's: in a frontal face the
+right eye is on the image's left.
 
 Layout from the 300-W annotation guide (Sagonas et al., 2013)::
 
@@ -13,25 +14,14 @@ Layout from the 300-W annotation guide (Sagonas et al., 2013)::
 
 from __future__ import annotations
 
-N_LANDMARKS = 68
-
 JAW = range(0, 17)
-RIGHT_BROW = range(17, 22)  # the subject's right: image left in a frontal face
-LEFT_BROW = range(22, 27)
-NOSE_BRIDGE = range(27, 31)
 NOSE_BASE = range(31, 36)
 NOSE = range(27, 36)
-RIGHT_EYE = range(36, 42)
+RIGHT_EYE = range(36, 42)  # image left in a frontal face
 LEFT_EYE = range(42, 48)
-OUTER_LIPS = range(48, 60)
-INNER_LIPS = range(60, 68)
 MOUTH = range(48, 68)
 BROWS = range(17, 27)
 EYES = range(36, 48)
-
-# The 51 inner points (everything but the jaw): DVA's z_lnd drops the 17 jaw points.
-INNER = range(17, 68)
-N_INNER = len(INNER)  # 51
 
 # Mouth corners used by the FFHQ alignment recipe.
 MOUTH_RIGHT_CORNER = 48  # image left

@@ -25,11 +25,11 @@ N_CLASSES = 19
 CLASS_NAMES = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear",
                "r_ear", "ear_r", "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth",
                "hair", "hat")
-# DVA's BGnet: parse at 512 (nearest resize); its video mask drops background, hat,
-# cloth (images) plus ears, neck and hair (videos): classes 0, 18, 16, 7, 8, 14, 17.
+# DVA's BGnet: parse at 512 (nearest resize); its mask for videos keeps every class but
+# background, hat and cloth (what its image mask drops) and ears, neck and hair.
 PARSE_SIZE = 512
-DVA_IMAGE_DROP_CLASSES = (0, 18, 16)
-DVA_VIDEO_DROP_CLASSES = (0, 18, 16, 7, 8, 14, 17)
+DVA_VIDEO_DROP_CLASSES = tuple(CLASS_NAMES.index(name) for name in (
+    "background", "hat", "cloth", "l_ear", "r_ear", "neck", "hair"))  # 0, 18, 16, 7, 8, 14, 17
 
 
 class ConvBNReLU(nn.Module):

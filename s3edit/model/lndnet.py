@@ -8,7 +8,7 @@ key), a global depthwise 7x7 conv + BN, a 1x1 conv to 136 + BN. DVA reads it as
 68 (x, y) points in [0, 1] of the 224 crop, drops the 17 jaw points and keeps 51
 points = 102 numbers. DVA's model also registers the features a second time under
 ``base_net.0`` (same tensors); we do not, and the importer checks and drops those
-aliases (see ``s3edit.weights.importer.NAME_MAP``).
+aliases (see ``s3edit.weights.importer.map_name``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from torch import nn
 
 from s3edit.model.idnet import FrozenNet
 
-# DVA's LNDnet: the 256 crop is cut to its central 224 ([16:240]) and normalised with
+# DVA's LNDnet: the 256 crop is cut to its central 224 x 224 ([16:240]) and normalised with
 # the ImageNet statistics after mapping [-1, 1] -> [0, 1].
 LND_CROP = (16, 240)
-LND_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 N_LANDMARKS = 68
