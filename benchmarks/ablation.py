@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CLIP = ROOT / "examples" / "astronaut.mp4"
 COLUMNS = ("tl_id", "tg_id", "id_preserve", "tacr", "napr")
 HEADERS = ("TL-ID", "TG-ID", "ID-Preserve", "TACR", "NAPR")
-PAPER = {  # DESIGN §5 (VoxCeleb, 256²)
+PAPER = {  # S3Editor's paper (Wang et al., 2024), VoxCeleb 256²; docs/metrics.md
     "DVA (paper)": (0.9941, 0.9923, 0.9169, 0.046, 0.9460),
     "S3Editor (paper)": (0.9986, 0.9972, 0.9456, 0.066, 0.9561),
 }

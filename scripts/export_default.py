@@ -1,5 +1,5 @@
 """Ship a trained weight set as the bundled default: float16 into weights/default/,
-sha256 values into weights/registry.json (issue 6).
+sha256 values into weights/registry.json.
 
     python scripts/export_default.py ~/.cache/s3edit/train/default-64
 
@@ -27,7 +27,7 @@ from s3edit.weights.registry import REGISTRY_PATH
 from s3edit.weights.weightset import load_weight_set, save_weight_set
 from s3edit.paths import write_json_atomic
 
-LIMIT_MB = 50.0  # issue 6: the bundled set stays under 50 MB
+LIMIT_MB = 50.0  # the bundled set ships inside the repository: it stays under 50 MB
 
 
 def export(source: Path, registry_path: Path, name: str = "default") -> list[dict]:

@@ -1,4 +1,5 @@
-"""Fit the default model's attribute heads in the dlib z_id space (issue 6).
+"""Fit the default model's attribute heads in the dlib z_id space
+(``weights/default/TRAINING.md``, step 3).
 
     python scripts/fit_heads.py                      # ~/.cache/s3edit/faces-aligned -> ~/.cache/s3edit/default-heads
     python scripts/fit_heads.py DATA -o OUT --into SET   # also put them into a weight-set folder

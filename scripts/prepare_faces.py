@@ -1,4 +1,5 @@
-"""Align the training portraits of the default model (issue 6).
+"""Align the training portraits of the default model
+(``weights/default/TRAINING.md``, step 1).
 
     nice -n 10 python scripts/prepare_faces.py                  # ../shared/faces -> ~/.cache/s3edit/faces-aligned
     python scripts/prepare_faces.py PHOTOS -o OUT --size 128 --limit 20

@@ -85,7 +85,7 @@ def _torch_dlib() -> IdentityNet:
 
 
 # name -> factory. ArcFace is not here: `score --id-net arcface` uses a weight set's own
-# identity encoder (``s3edit.pipeline.encode.WeightSetFaces``).
+# identity encoder (the pipeline's ``WeightSetFaces``).
 ID_NETS: dict[str, Callable[[], IdentityNet]] = {
     "dlib-cpp": DlibCppIdentityNet,
     "dlib": _torch_dlib,  # the same network in torch: batched, GPU when present

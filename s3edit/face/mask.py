@@ -4,8 +4,8 @@ The region is the convex hull of the jaw line and the brows lifted by a forehead
 so it covers chin, cheeks, mouth, nose, eyes, brows and the lower forehead, and leaves
 hair, ears, neck and background out (DVA keeps a similar set of face-parsing classes).
 It is then dilated and feathered as STIT does (grow by r, blur with a 2r+1 kernel) so
-the pasted face has no seam. A face parser replaces this when its weights are present;
-it must keep the signature of :func:`face_mask`.
+the pasted face has no seam. Paste always uses this mask; training uses DVA's face
+parser instead where the weight set has one (``DVA.face_mask``).
 
 Masks are ``(N, size, size)`` float32 in [0, 1], 1 = take the crop.
 """

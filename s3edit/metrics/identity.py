@@ -1,4 +1,4 @@
-"""Identity and attribute metrics of DESIGN §5, as matrix operations.
+"""Identity and attribute metrics (docs/metrics.md), as matrix operations.
 
 Inputs are per-frame identity embeddings of the source and the edited video, ``E_src``
 and ``E_edit`` of shape ``(N, D)``, L2-normalised, and ``valid`` ``(N,)`` bool: frames

@@ -2,7 +2,7 @@
 
 ``score`` reports it inside the face region (the convex hull of the 68 landmarks, the
 same region as the face warp error): for an edit at scale 0 it is the reconstruction
-PSNR of encode -> decode -> paste (DESIGN §5); for a real edit, how much of the face
+PSNR of encode -> decode -> paste; for a real edit, how much of the face
 changed. Images are (H, W, 3) uint8; the error is averaged over every channel of every
 pixel in the region.
 """

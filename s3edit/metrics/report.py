@@ -1,8 +1,8 @@
 """The ``score`` report: one dataclass, shown as a rich table, JSON, or a per-frame plot.
 
-Paper figures (DESIGN §5; VoxCeleb, 256², ArcFace identity) are printed beside ours for
-orientation only: they were measured with another identity net on other clips, so
-compare trends (≈1 for TL/TG-ID, higher ID-Preserve is better), not digits.
+Paper figures (VoxCeleb, 256², ArcFace identity; docs/metrics.md) are printed beside
+ours for orientation only: they were measured with another identity net on other clips,
+so compare trends (≈1 for TL/TG-ID, higher ID-Preserve is better), not digits.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from rich.table import Table
 
 from s3edit.paths import atomic_path
 
-# DESIGN §5: (TL-ID, TG-ID, ID-Preserve, TACR, NAPR) per method, VoxCeleb 256², ArcFace.
+# (TL-ID, TG-ID, ID-Preserve, TACR, NAPR) per method as S3Editor's paper (Wang et al.,
+# 2024) reports them: VoxCeleb 256², ArcFace.
 PAPER_FIGURES: dict[str, dict[str, float]] = {
     "DVA": {"tl_id": 0.9941, "tg_id": 0.9923, "id_preserve": 0.9169, "tacr": 0.046, "napr": 0.9460},
     "S3Editor": {"tl_id": 0.9986, "tg_id": 0.9972, "id_preserve": 0.9456, "tacr": 0.066,

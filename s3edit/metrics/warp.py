@@ -1,4 +1,4 @@
-"""Temporal warp error (DESIGN §5), streamed two frames at a time.
+"""Temporal warp error (docs/metrics.md), streamed two frames at a time.
 
 For consecutive frames t-1, t the optical flow is computed on the SOURCE frames (OpenCV
 DIS, no weights, CPU), so an edit is judged against the source's own motion: the
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# DIS preset: "medium" trades speed for accuracy sensibly on CPU (OpenCV's docs list
-# ultrafast / fast / medium); the issue asks for medium.
+# DIS presets (OpenCV's ultrafast / fast / medium); "medium", the default, trades speed
+# for accuracy sensibly on a CPU.
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,

@@ -1,5 +1,5 @@
-"""Typed configurations of the DVA network (DESIGN §3), saved as JSON inside every
-weight set (see ``s3edit.weights.weightset``) so a weight set describes itself.
+"""Typed configurations of the DVA network (``docs/layout.md``), saved as JSON inside
+every weight set (``docs/weights.md``) so a weight set describes itself.
 
 Presets (``PRESETS[name]``):
 - ``dva-256``: the released Diffusion Video Autoencoder (Kim et al., CVPR 2023) —
@@ -108,7 +108,7 @@ class DVAConfig:
 
 
 def dva_256() -> DVAConfig:
-    """DVA's released configuration (DESIGN §3)."""
+    """DVA's released configuration (Kim et al., 2023: the published checkpoint's)."""
     return DVAConfig()
 
 
@@ -140,8 +140,10 @@ def tiny_32_dlib() -> DVAConfig:
 
 
 def default_128() -> DVAConfig:
-    """The default model's architecture at 128² for a GPU retrain (issue 6): 128², width 48, mults (1,1,2,2,4), attention at 16², dlib's 128-d identity net and
-    align's landmarks, no face parser: 23.7 M parameters, 47 MB in float16."""
+    """The default model's architecture at 128² for a GPU retrain
+    (``weights/default/TRAINING.md``): width 48, mults (1,1,2,2,4), attention at 16²,
+    dlib's 128-d identity net and align's landmarks, no face parser: 23.7 M parameters,
+    47 MB in float16."""
     unet = UNetConfig(
         image_size=128, model_channels=48, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
         attention_resolutions=(16,), embed_channels=256, cond_channels=256, norm_groups=16,
@@ -151,11 +153,11 @@ def default_128() -> DVAConfig:
 
 
 def default_64() -> DVAConfig:
-    """The architecture of the default model that ships inside the project (issue 6),
-    sized to train on two CPU cores: 64², width 32, mults (1,2,2,2), one res block per
-    level, attention at 8² (and the middle), no dropout, dlib's 128-d identity net and
-    align's landmarks, no face parser: 3.2 M trained parameters (8.8 M with the frozen
-    dlib net; 18 MB in float16)."""
+    """The architecture of the default model that ships inside the project
+    (``weights/default/MODEL_CARD.md``), sized to train on two CPU cores: 64², width 32,
+    mults (1,2,2,2), one res block per level, attention at 8² (and the middle), no
+    dropout, dlib's 128-d identity net and align's landmarks, no face parser: 3.2 M
+    trained parameters (8.8 M with the frozen dlib net; 18 MB in float16)."""
     unet = UNetConfig(
         image_size=64, model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
         attention_resolutions=(8,), embed_channels=128, cond_channels=256, norm_groups=8,

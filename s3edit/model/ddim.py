@@ -8,8 +8,8 @@ back (x_T -> x0), over one model contract::
         eps  (N, C, H, W)         predicted noise (epsilon parameterisation)
 
 The noise schedule and the DDIM update are diffusers' ``DDIMScheduler`` (decode) and
-``DDIMInverseScheduler`` (encode), configured as DVA / DiffAE train: T = 1000, linear
-betas 1e-4 -> 0.02, epsilon prediction, no clipping of x0, eta = 0. With S steps both
+``DDIMInverseScheduler`` (encode), with the schedule DVA / DiffAE train on (T = 1000,
+linear betas 1e-4 -> 0.02, epsilon prediction), no clipping of x0, eta = 0. With S steps both
 use the timesteps 0, T//S, 2T//S, ... ("leading" spacing, as DiffAE's ``ddim{S}``).
 
 Pairing (why encode and decode invert each other step by step): decoding at timestep t
@@ -18,16 +18,16 @@ inverse scheduler, called with the same t, moves it back. Encoding therefore run
 t = 0, T//S, ..., T - T//S, from the clean frame (alpha_bar = 1) up to
 alpha_bar[T - T//S], exactly where decoding starts, and evaluates the model at that same
 t (the timestep the decoder will use to undo the step; the only approximation is that
-the model sees x before the step rather than after). The model thus runs at
-0, T//S, ..., T - T//S in both directions, as in DiffAE's encoder.
+the model sees x before the step rather than after). Both directions run the model at
+0, T//S, ..., T - T//S.
 
-Differences from DiffAE, on purpose: DiffAE clips x0 to [-1, 1] in both directions,
-takes the clean frame to sit at alpha_bar[0] rather than 1, and lets its last encode step
-land on alpha_bar = 0 (``alphas_cumprod_next`` ends in 0), a point its decoder never
-starts from. We do none of these, so encode -> decode is exact up to the DDIM inversion
-error, which shrinks in proportion to 1/S (tests/model/test_ddim.py). Evaluating the
-model where the sample is (DiffAE's t - T//S) instead measured twice the round-trip
-error on a small UNet.
+DVA's own encoder differs: it takes the clean frame to sit at alpha_bar[0] rather than
+1, evaluates the model where the sample is (t = 0, T//S, ..., T - 2·T//S: one step
+fewer, each at the timestep before the decoder's) and clips its x0 predictions to
+[-1, 1]. We do none of these, so encode -> decode is exact up to the DDIM inversion
+error, which shrinks in proportion to 1/S (tests/model/test_ddim.py); evaluating where
+the sample is gave about twice the round-trip error on a small UNet. docs/sampler.md
+sets the two samplers side by side.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Precision = Literal["fp32", "bf16", "fp16"]
 StepCallback = Callable[[int], None]  # called with the number of steps just done (1)
 
-# Diffusion of DVA (DESIGN §3; DiffAE's ``diffusion_video_autoencoder`` template).
+# DVA's diffusion (Kim et al., 2023; the template it inherits from DiffAE): docs/sampler.md.
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 1e-4
 BETA_END = 0.02

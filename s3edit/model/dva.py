@@ -1,6 +1,6 @@
-"""The Diffusion Video Autoencoder network (Kim et al., CVPR 2023; DESIGN §3): the
-noise-predicting UNet plus the semantic encoder that turns a face crop into
-z_face = Linear(cat(z_id, z_lnd)).
+"""The Diffusion Video Autoencoder network (Kim et al., CVPR 2023): the noise-predicting
+UNet plus the semantic encoder that turns a face crop into z_face = Linear(cat(z_id,
+z_lnd)). Its place in the package: ``docs/layout.md``.
 
 Module names equal the released checkpoint's: UNet parts at the root (``time_embed``,
 ``input_blocks``, ...), the encoder under ``encoder.{idnet, lndnet, bgnet, linear}``.

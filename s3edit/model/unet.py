@@ -1,7 +1,7 @@
 """DVA's noise predictor: eps = UNet(x_t, t, z_face).
 
 Our own implementation of the UNet the Diffusion Video Autoencoder (Kim et al., 2023)
-inherits from DiffAE / guided-diffusion, with DVA's ResBlock (DESIGN §3). Module names
+inherits from DiffAE / guided-diffusion, with DVA's ResBlock (below). Module names
 equal the released checkpoint's, so its tensors load key for key:
 
     time_embed.time_embed.{0,2}     sinusoidal(model_channels) -> Linear -> SiLU -> Linear

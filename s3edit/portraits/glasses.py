@@ -1,11 +1,11 @@
 """Synthetic eyeglasses drawn from the 68 landmarks, for labelled training pairs.
 
-No real eyeglasses label exists for ``../shared/faces`` (issue 6), so the Eyeglasses
-head is fitted on pairs (face, same face with drawn glasses). Variety matters: one
-fixed drawing would teach a head to find that drawing, not glasses. Each pair gets a
-random ``GlassesStyle``: frame shape (round, rectangular, aviator), lens size, bridge
-width, frame thickness and colour, clear or tinted lenses (alpha), with or without
-temples and an aviator's top bar.
+The default model's portraits (``../shared/faces``) carry no eyeglasses label, so the
+Eyeglasses head is fitted on pairs (face, same face with drawn glasses). Variety
+matters: one fixed drawing would teach a head to find that drawing, not glasses. Each
+pair gets a random ``GlassesStyle``: frame shape (round, rectangular, aviator), lens
+size, bridge width, frame thickness and colour, clear or tinted lenses (alpha), with or
+without temples and an aviator's top bar.
 
 Geometry, in units of the eye distance d (distance between the two eye centres) in the
 face's own frame (u along the eye line, image left -> right; v down the face): lenses

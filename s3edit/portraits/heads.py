@@ -1,6 +1,6 @@
 """Attribute heads in an identity space: logistic regression on normalised z_id.
 
-The heads use DVA's classifier format (``s3edit.weights.weightset.Classifier``)::
+The heads use DVA's classifier format (``s3edit.model.attributes.Classifier``)::
 
     logits = W · norm(z_id) + b,    norm(z) = (z - conds_mean) / conds_std
 

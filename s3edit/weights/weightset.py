@@ -1,6 +1,6 @@
 """Weight sets: a folder that holds one DVA network (and optionally its attribute
-classifier) and describes itself. This docstring is the one place the format is
-documented.
+classifier and S3Editor's transforms) and describes itself. docs/weights.md describes
+the format with the registry and the imports; in short:
 
     NAME/
       config.json            what the folder is (below)
