@@ -69,7 +69,7 @@ from s3edit.face.detect import Face, LandmarkDetector, make_detector
 from s3edit.job import CROP_NAME, Job, SourceInfo
 from s3edit.paths import atomic_path, write_json_atomic
 
-CROP_SIZE = 128  # aligned crop side for the default model's training data (issue 6)
+CROP_SIZE = 128  # aligned crop side for the default model's training data (TRAINING.md, step 1)
 # Padding on each side, as a fraction of the photo's longest side. 0.5 leaves room for
 # the quad of a face that fills a tight crop (quad side ~ 4x the eye distance).
 PAD_FRACTION = 0.5
