@@ -23,23 +23,6 @@ from s3edit.s3 import routing
 from s3edit.video.io import probe
 
 
-def _load_encode_tests():
-    """test_encode.py's fixtures (the small weight set, the aligned and encoded example
-    clip); pytest runs with --import-mode=importlib, so load it by path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_s3edit_test_encode", Path(__file__).with_name("test_encode.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_enc_tests = _load_encode_tests()
-CROP_SIZE, STEPS = _enc_tests.CROP_SIZE, _enc_tests.STEPS
-small_weights, aligned_master, aligned = _enc_tests.small_weights, _enc_tests.aligned_master, _enc_tests.aligned
-encoded_master, encoded = _enc_tests.encoded_master, _enc_tests.encoded
-
-
 def crops_of(job_root: Path, name: str) -> dict[str, np.ndarray]:
     folder = job_root / "edits" / name / "crops"
     return {p.name: cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))}
@@ -115,17 +98,17 @@ def test_untuned_cluster_transforms_change_nothing(small_weights):
 # --- the stage ---------------------------------------------------------------------------
 
 
-def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights):
+def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights, tiny):
     recon = ed.edit_job(encoded, [], device="cpu")
     zero = ed.edit_job(encoded, [("Eyeglasses", 0.0)], device="cpu")
     edited = ed.edit_job(encoded, [("Eyeglasses", 0.6)], device="cpu")
-    assert recon.name == f"recon__s{STEPS}" and zero.name == f"Eyeglasses+0__s{STEPS}"
+    assert recon.name == f"recon__s{tiny.steps}" and zero.name == f"Eyeglasses+0__s{tiny.steps}"
     a, b, c = (crops_of(encoded, r.name) for r in (recon, zero, edited))
     assert len(a) == recon.frames == len(enc.aligned_frames(Job.open(encoded)).indices)
     assert a.keys() == b.keys() == c.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert any(not np.array_equal(a[k], c[k]) for k in a)
-    assert next(iter(a.values())).shape == (CROP_SIZE, CROP_SIZE, 3)  # back at the align size
+    assert next(iter(a.values())).shape == (tiny.crop_size, tiny.crop_size, 3)  # back at the align size
     # the reconstruction decodes under the encode stage's z_face: equal tensors
     lat = enc.load_latents(Job.open(encoded))
     lw = enc.load_weights(small_weights, torch.device("cpu"))
@@ -133,13 +116,13 @@ def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights):
     z_face = lat.z_face[lat.rows(index)]
     z_zero = edited_identity(lat.z_id_rep, [("Eyeglasses", 0.0)], lw.ws.classifier)
     assert torch.equal(z_zero, lat.z_id_rep)
-    out = ddim.ddim_decode(lw.model, x_T, z_face, STEPS)
-    assert np.array_equal(ed.to_uint8(out, CROP_SIZE)[0][..., ::-1], a[f"{int(index[0]):06d}.png"])
+    out = ddim.ddim_decode(lw.model, x_T, z_face, tiny.steps)
+    assert np.array_equal(ed.to_uint8(out, tiny.crop_size)[0][..., ::-1], a[f"{int(index[0]):06d}.png"])
     record = json.loads((recon.folder / ed.EDIT_FILE).read_text())
-    assert record["done"] and record["params"]["steps"] == STEPS
+    assert record["done"] and record["params"]["steps"] == tiny.steps
 
 
-def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked_for(encoded):
+def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked_for(encoded, tiny):
     from s3edit.face.mask import attribute_region
 
     job = Job.open(encoded)
@@ -152,7 +135,7 @@ def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked
     assert json.loads((whole_run.folder / ed.EDIT_FILE).read_text())["params"]["region"] == "whole"
     eyes, whole = crops_of(encoded, eyes_run.name), crops_of(encoded, whole_run.name)
     frames = enc.aligned_frames(job)
-    boxes = attribute_region("Eyeglasses", torch.from_numpy(frames.crop_landmarks), CROP_SIZE).numpy()
+    boxes = attribute_region("Eyeglasses", torch.from_numpy(frames.crop_landmarks), tiny.crop_size).numpy()
     # the model decodes at 32 px: its feathered box, resized to the 64 px crop, reaches ~8 px further
     near = np.stack([cv2.dilate(b.astype(np.uint8), np.ones((21, 21), np.uint8)) for b in boxes]).astype(bool)
     for i, box, around in zip(frames.indices, boxes, near):
@@ -191,16 +174,16 @@ def test_edit_of_an_aligned_job_encodes_first(aligned, small_weights):
     assert result.name == "Young-0.4__s2" and result.decoded == result.frames
 
 
-def test_cli_edit_job(cli, encoded, tmp_path):
+def test_cli_edit_job(cli, encoded, tiny, tmp_path):
     result = cli("edit", str(encoded), "--attr", "Eyeglasses=0.6", "--attr", "Smiling=0.3",
                  "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["edit"] == f"Eyeglasses+0.6_Smiling+0.3__s{STEPS}" and summary["video"] is None
+    assert summary["edit"] == f"Eyeglasses+0.6_Smiling+0.3__s{tiny.steps}" and summary["video"] is None
     result = cli("edit", str(encoded), "--attr", "Eyeglasses", "--scale", "-0.6", "--device", "cpu",
                  "-o", str(tmp_path / "out.mp4"))
     assert result.exit_code == 0, result.stderr
-    assert (tmp_path / "out.mp4").is_file() and (encoded / "edits" / f"Eyeglasses-0.6__s{STEPS}").is_dir()
+    assert (tmp_path / "out.mp4").is_file() and (encoded / "edits" / f"Eyeglasses-0.6__s{tiny.steps}").is_dir()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -233,11 +216,11 @@ def test_cli_edit_folder_that_is_not_a_job(cli, tmp_path):
 
 
 @pytest.mark.slow  # ~70 s of CPU: align, encode and two edits of 50 frames, two pastes, score
-def test_edit_video_end_to_end_and_rerun_skips_align_and_encode(cli, example_clip, small_weights, tmp_path):
+def test_edit_video_end_to_end_and_rerun_skips_align_and_encode(cli, example_clip, small_weights, tiny, tmp_path):
     job_dir, out1, out2 = tmp_path / "astro.s3job", tmp_path / "glasses.mp4", tmp_path / "glasses2.mp4"
     args = ["--weights", str(small_weights), "--steps", "3", "--device", "cpu", "--job", str(job_dir)]
     result = cli("edit", str(example_clip), "--attr", "Eyeglasses", "--scale", "0.6", "-o", str(out1),
-                 "--size", str(CROP_SIZE), *args)
+                 "--size", str(tiny.crop_size), *args)
     assert result.exit_code == 0, result.stderr
     src, dst = probe(example_clip), probe(out1)
     assert dst.n_frames == src.n_frames and dst.has_audio
@@ -252,7 +235,7 @@ def test_edit_video_end_to_end_and_rerun_skips_align_and_encode(cli, example_cli
     assert latents == {p.name: p.stat().st_mtime_ns for p in job.latents_dir.iterdir()}
     assert probe(out2).n_frames == src.n_frames
     assert (job_dir / "edits" / "Eyeglasses+0.3__s3" / "crops").is_dir()
-    assert job.stage("align")["params"]["size"] == CROP_SIZE
+    assert job.stage("align")["params"]["size"] == tiny.crop_size
     # score: TACR/NAPR from the weight set's heads for the edit the job pasted, and the
     # weight set's identity encoder as the ID net
     result = cli("score", str(job_dir), str(out2), "--id-net", "arcface", "--json")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,8 +16,6 @@ from s3edit.portraits.prepare import (
 from s3edit.errors import InputError, OutputError
 from s3edit.face.detect import Face, make_detector
 from s3edit.face.landmarks import LEFT_EYE, RIGHT_EYE
-
-TIGHT = (slice(70, 190), slice(165, 280))  # around the astronaut's face box (179, 83)-(267, 171)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +38,16 @@ def test_pad_image_keeps_the_photo_and_fades_the_border():
     assert np.array_equal(pad_image(image, 0.0)[0], image)
 
 
-def test_tight_crop_is_aligned_like_the_full_photo(detector):
+def test_tight_crop_is_aligned_like_the_full_photo(detector, tight_box):
     image = data.astronaut()
     full = align_portrait(image, detector, size=128)
-    tight_image = image[TIGHT]
+    tight_image = image[tight_box]
     tight = align_portrait(tight_image, detector, size=128)
     assert tight is not None and full is not None
     assert tight.crop.shape == (128, 128, 3) and tight.crop.dtype == np.uint8
     assert tight.faces >= 1
     # same face, photo coordinates: tight + offset == full (within landmark noise)
-    offset = np.array([TIGHT[1].start, TIGHT[0].start])
+    offset = np.array([tight_box[1].start, tight_box[0].start])
     np.testing.assert_allclose(eyes(tight.image_landmarks) + offset, eyes(full.image_landmarks), atol=2.5)
     np.testing.assert_allclose(tight.quad + offset, full.quad, atol=4)
     # FFHQ geometry: eyes level, symmetric about the centre, in the upper half
@@ -81,29 +77,7 @@ def test_largest_face_and_inside_filter():
     assert largest_face([], inside=None) is None
 
 
-def make_folder(root, n_faces: int = 2):
-    """A tiny portrait folder: tight astronaut crops (two sources) + one photo without a face."""
-    image = data.astronaut()
-    rows = []
-    for i in range(n_faces):
-        src = "studio" if i % 2 == 0 else "web"
-        path = root / src / f"face{i}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        crop = np.ascontiguousarray(image[TIGHT][:, ::-1] if i % 2 else image[TIGHT])
-        cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        rows.append({"file": f"{src}/face{i}.jpg", "source": src, "person": f"p{i}", "gender": "female"})
-    noise = np.random.default_rng(1).integers(0, 255, (100, 100, 3), dtype=np.uint8)
-    (root / "web").mkdir(exist_ok=True)
-    cv2.imwrite(str(root / "web" / "noise.png"), noise)
-    rows.append({"file": "web/noise.png", "source": "web", "person": "noise", "gender": ""})
-    with open(root / "faces.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
-
-
-def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
+def test_prepare_folder_counts_resumes_and_makes_a_training_job(make_folder, tmp_path):
     from s3edit.job import Job
     from s3edit.train.data import load_job_crops
 
@@ -136,7 +110,7 @@ def test_prepare_folder_counts_resumes_and_makes_a_training_job(tmp_path):
     np.testing.assert_allclose(crops.landmarks.numpy(), expected, atol=1e-5)
 
 
-def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
+def test_glasses_job_holds_the_twins_of_the_glasses_sources(make_folder, tmp_path):
     from s3edit.portraits.glasses import CLASSIC, glasses_twins
     from s3edit.job import Job
     from s3edit.train.data import load_job_crops
@@ -178,7 +152,7 @@ def test_glasses_job_holds_the_twins_of_the_glasses_sources(tmp_path):
         write_glasses_job(portraits, out / "x", style="bold")
 
 
-def test_prepare_resumes_from_shards(tmp_path, monkeypatch):
+def test_prepare_resumes_from_shards(make_folder, tmp_path, monkeypatch):
     """An interrupted run keeps its finished shards; the rerun only aligns the rest."""
     import s3edit.portraits.prepare as portraits_mod
 
@@ -203,7 +177,7 @@ def test_prepare_resumes_from_shards(tmp_path, monkeypatch):
     assert (out / ARRAYS_FILE).is_file()
 
 
-def test_prepare_refuses_foreign_folders_and_missing_photos(tmp_path):
+def test_prepare_refuses_foreign_folders_and_missing_photos(make_folder, tmp_path):
     root = make_folder(tmp_path / "photos")
     busy = tmp_path / "busy"
     busy.mkdir()

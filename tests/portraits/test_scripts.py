@@ -12,8 +12,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from tests.portraits.test_prepare import make_folder
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +34,7 @@ def run():
     return invoke
 
 
-def test_prepare_faces_prints_counts_per_source(run, tmp_path):
+def test_prepare_faces_prints_counts_per_source(run, make_folder, tmp_path):
     root = make_folder(tmp_path / "photos")
     out = tmp_path / "aligned"
     result = run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q", "--json")
@@ -49,7 +47,7 @@ def test_prepare_faces_prints_counts_per_source(run, tmp_path):
     assert "2 aligned, 1 skipped (3 rows from an earlier run)" in again.stdout
 
 
-def test_prepare_faces_refuses_an_output_inside_the_repository(run, tmp_path):
+def test_prepare_faces_refuses_an_output_inside_the_repository(run, make_folder, tmp_path):
     root = make_folder(tmp_path / "photos")
     result = run("prepare_faces", str(root), "-o", str(ROOT / "aligned-here"), "-q")
     assert result.exit_code == 1
@@ -71,7 +69,7 @@ def test_fit_heads_without_a_dataset(run, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_fit_heads_on_too_few_labels(run, tmp_path):
+def test_fit_heads_on_too_few_labels(run, make_folder, tmp_path):
     """Two faces of one source: no head has both classes -> one clear message (this
     runs the identity net on the two crops and their glasses twins)."""
     root = make_folder(tmp_path / "photos")
@@ -88,7 +86,7 @@ def test_glasses_job_without_a_dataset(run, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_glasses_job_styles_and_pairs_file(run, tmp_path):
+def test_glasses_job_styles_and_pairs_file(run, make_folder, tmp_path):
     root = make_folder(tmp_path / "photos")
     out = tmp_path / "aligned"
     assert run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q").exit_code == 0
@@ -110,7 +108,7 @@ def test_glasses_job_styles_and_pairs_file(run, tmp_path):
     assert none.exit_code == 1 and "no faces to draw glasses on" in none.stderr
 
 
-def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, tmp_path):
+def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, make_folder, tmp_path):
     from s3edit.model.config import preset
     from s3edit.model.dva import build_dva
     from s3edit.weights.weightset import save_weight_set
