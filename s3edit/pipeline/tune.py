@@ -49,7 +49,8 @@ from s3edit.model.config import preset as model_preset
 from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
-from s3edit.train.loop import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, TrainConfig, make_accelerator, train_dva
+from s3edit.train.loop import TrainConfig, make_accelerator
+from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, train_dva
 from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.pipeline.edit import default_job_dir
@@ -73,14 +74,6 @@ class TuneResult:
     before: dict[str, float] = field(default_factory=dict)  # s3: objective on fixed draws, start weights
     after: dict[str, float] = field(default_factory=dict)  # ... and the written weights
     is_main: bool = True  # False on the other processes of a distributed run (they print nothing)
-
-    @property
-    def first_loss(self) -> float | None:
-        return self.first.get("loss")
-
-    @property
-    def last_loss(self) -> float | None:
-        return self.last.get("loss")
 
 
 def prepare_jobs(inputs: list[str | os.PathLike], size: int = 256) -> list[Job]:

@@ -1,4 +1,5 @@
-"""A DHSPG-style group-sparse optimizer (S3Editor's structured sparsity, DESIGN §4).
+"""A DHSPG-style group-sparse optimizer: S3Editor's structured sparsity (Wang et al.,
+2024; docs/s3editor.md).
 
 DHSPG (Dual Half-Space Projected Gradient, OTOv2) drives chosen parameter groups to
 exactly zero; S3Editor's change is that each group's lasso weight λ_g is found by a
@@ -36,8 +37,11 @@ line search instead of being hand-tuned. This implementation, step t = 1, 2, ...
 
 ``report(loss)`` records an evaluated loss for the current iterate; the best among
 iterates with exactly Q zero groups is kept (a parameter snapshot) and
-``restore_best()`` writes it back. ``state_dict``/``load_state_dict`` carry the base
-optimizer's state plus all of the above, for checkpoint/resume.
+``restore_best()`` writes it back. The training loop calls both through its optimizer
+hooks (``s3edit.train.loop.OptimizerHooks``): ``before_step(loss)`` reports each
+step's loss, ``after_training()`` restores the best iterate; with Q = 0 neither does
+anything, so the run is the base optimizer's. ``state_dict``/``load_state_dict`` carry
+the base optimizer's state plus all of the above, for checkpoint/resume.
 
 A group is a set of columns (dim 1) of one 2-D parameter, e.g. the landmark input
 columns of a Linear weight ``(out, in)`` (``s3edit.s3.groups``).
@@ -137,7 +141,7 @@ class DHSPG(torch.optim.Optimizer):
     param-group dicts; per-group ``lr`` works and LR schedulers work); every group's
     parameter must be among them. Use like the base optimizer (``zero_grad``,
     ``backward``, ``step``), plus ``report(loss)`` after an evaluation and
-    ``restore_best()`` at the end."""
+    ``restore_best()`` at the end, or let a loop call ``before_step``/``after_training``."""
 
     def __init__(self, params: Iterable, groups: list[Group], config: DHSPGConfig = DHSPGConfig()):
         self.base = _make_base(params, config)
@@ -154,7 +158,6 @@ class DHSPG(torch.optim.Optimizer):
         self._chosen: list[int] | None = None
         self._zero: list[int] = []
         self._norm0: dict[int, float] = {}
-        self._lambda: dict[int, float] = {}
         self.forced = 0
         self.last_searches: list[LambdaSearch] = []
         self._best_loss = math.inf
@@ -184,23 +187,12 @@ class DHSPG(torch.optim.Optimizer):
         """Indices of the Q groups chosen for zeroing ([] before the window)."""
         return list(self._chosen or [])
 
-    @property
-    def lambdas(self) -> dict[int, float]:
-        """Last λ_g found by the line search, per chosen group index."""
-        return dict(self._lambda)
-
     def zero_groups(self) -> list[int]:
         """Indices of the groups the optimizer has zeroed (their values are exactly 0)."""
         return sorted(self._zero)
 
     def num_zero_groups(self) -> int:
         return len(self._zero)
-
-    def group_norms(self) -> Tensor:
-        """‖x_g‖ of every group, ``(|G|,)`` float32 on CPU."""
-        with torch.no_grad():
-            norms = [self._values(i).float().norm() for i in range(len(self.groups))]
-            return torch.stack(norms).cpu()
 
     @property
     def best_loss(self) -> float:
@@ -260,7 +252,6 @@ class DHSPG(torch.optim.Optimizer):
             if n_trial <= target or left or lam >= c.lambda_max:
                 break
             lam = min(2.0 * lam, c.lambda_max)
-        self._lambda[g] = lam
         zeroed = left or n_trial <= c.zero_tol * self._norm0[g]
         if zeroed:
             self._zero.append(g)
@@ -300,11 +291,24 @@ class DHSPG(torch.optim.Optimizer):
         for p, best in zip(self._params(), self._best_params):
             p.copy_(best)
 
+    # --- training-loop hooks (``s3edit.train.loop.OptimizerHooks``) ---------------------
+
+    def before_step(self, loss: float) -> None:
+        """``report`` the loss of the current iterate (the step that follows has not been
+        taken); nothing with Q = 0, where the run stays the base optimizer's."""
+        if self.num_sparse > 0:
+            self.report(loss)
+
+    def after_training(self) -> None:
+        """``restore_best`` when an iterate with exactly Q zero groups was reported."""
+        if self.num_sparse > 0 and self._best_step >= 0:
+            self.restore_best()
+
     # --- checkpoint ------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """The base optimizer's state dict plus a ``"dhspg"`` entry with the step count,
-        chosen/zero groups, λ_g, and the kept best iterate."""
+        chosen/zero groups, and the kept best iterate."""
         sd = dict(self.base.state_dict())
         sd["dhspg"] = {
             "step": self._step,
@@ -312,7 +316,6 @@ class DHSPG(torch.optim.Optimizer):
             "chosen": self._chosen,
             "zero": list(self._zero),
             "norm0": dict(self._norm0),
-            "lambda": dict(self._lambda),
             "forced": self.forced,
             "best_loss": self._best_loss,
             "best_step": self._best_step,
@@ -334,7 +337,6 @@ class DHSPG(torch.optim.Optimizer):
         self._chosen = None if extra["chosen"] is None else list(extra["chosen"])
         self._zero = list(extra["zero"])
         self._norm0 = dict(extra["norm0"])
-        self._lambda = dict(extra["lambda"])
         self.forced = int(extra["forced"])
         self._best_loss, self._best_step = float(extra["best_loss"]), int(extra["best_step"])
         best = extra["best_params"]

@@ -1,4 +1,5 @@
-"""Face-region groups of the landmark-carrying neurons of every T_k (DESIGN §4).
+"""Face-region groups of the landmark-carrying neurons of every T_k (S3Editor's structured
+sparsity, Wang et al., 2024; docs/s3editor.md).
 
 z_lnd is DVA's landmark code: the 68-point (iBUG 300-W) landmarks with the 17 jaw points
 0..16 dropped, i.e. the 51 inner points 17..67, flattened point by point as

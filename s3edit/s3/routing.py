@@ -14,7 +14,7 @@ Pieces, in the order an edit uses them:
 5. ``ClusterTransforms`` + ``face_code``: z_face' = fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd)),
    T_k a zero-initialised residual, so an untuned model edits exactly like plain DVA.
 6. ``pseudo_edit``: the self-training draw x̂ = T_k(denorm(norm(x) + γ·a)) (S3Editor's
-   pseudo-edit; DESIGN §4), returning the cluster used.
+   pseudo-edit, Wang et al., 2024), returning the cluster used.
 
 Shapes: identity codes ``(B, D)`` (D = id_dim: 512 for ArcFace IR-SE50), landmark codes
 ``(B, 102)`` (51 inner points × (x, y), see ``s3edit.s3.groups``), face codes
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from s3edit.errors import S3EditError
 from s3edit.model.attributes import edit_direction, edit_identity
 
-DEFAULT_CLUSTERS = 5  # K of S3Editor's routing (DESIGN §4: "K = 5 by default")
+DEFAULT_CLUSTERS = 5  # K of S3Editor's routing, the paper's default (docs/s3editor.md)
 KMEANS_ITERS = 50  # Lloyd iterations after k-means++ seeding; 40 points converge in far fewer
 # An embedding is "a known attribute" when its cosine with that attribute's embedding
 # reaches this; float32 round-off of a unit vector stays well inside 1e-6.
@@ -52,7 +52,7 @@ def attribute_embeddings(classifier_weight: Tensor) -> Tensor:
     return edit_direction(classifier_weight)
 
 
-# --- K-means routing (DESIGN §4) ------------------------------------------------------
+# --- K-means routing (S3Editor, docs/s3editor.md) ---------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,7 +199,7 @@ def _canonical_labels(labels: np.ndarray) -> list[int]:
     return [order.setdefault(int(lab), len(order)) for lab in labels]
 
 
-# --- The cluster transforms T_k (DESIGN §4) --------------------------------------------
+# --- The cluster transforms T_k (S3Editor, docs/s3editor.md) ----------------------------
 
 
 class ClusterTransforms(nn.Module):
@@ -267,7 +267,7 @@ def _zero_residual_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 def face_code(
     fuse: FuseFn, transforms: ClusterTransforms, z_id: Tensor, z_lnd: Tensor, cluster: int | Tensor
 ) -> Tensor:
-    """z_face' = fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd))  (DESIGN §4).
+    """z_face' = fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd))  (S3Editor, docs/s3editor.md).
 
     ``fuse(z_id (B, D), z_lnd (B, 102)) -> (B, F)`` is DVA's fusion (its Linear(614, 512)
     over the concatenation). Untuned T_k output exactly 0, so this equals ``fuse`` bit
@@ -275,7 +275,7 @@ def face_code(
     return fuse(z_id, z_lnd) + transforms(z_id, z_lnd, cluster)
 
 
-# --- Pseudo-edits for self-training (DESIGN §4) ---------------------------------------
+# --- Pseudo-edits for self-training (S3Editor, docs/s3editor.md) -----------------------
 
 
 class PseudoEdit(NamedTuple):
@@ -307,7 +307,7 @@ def pseudo_edit(
     conds_mean: Tensor,
     conds_std: Tensor,
 ) -> PseudoEdit:
-    """x̂ = T_k(denorm(norm(x) + γ·a)) for a batch (S3Editor self-training; DESIGN §4).
+    """x̂ = T_k(denorm(norm(x) + γ·a)) for a batch (S3Editor self-training, docs/s3editor.md).
 
     z_id ``(B, D)``, z_lnd ``(B, 102)``, attr ``(B,)`` indices into ``clusters.names``,
     gamma ``(B,)``. γ·a is applied in the units of DVA's edit rule (``edit_identity``:

@@ -1,9 +1,10 @@
-"""S3Editor's self-training objective and its state in a weight set (DESIGN §4).
+"""S3Editor's self-training objective and its state in a weight set (Wang et al., 2024;
+docs/s3editor.md).
 
 Per step, for a batch of real frames f = x0 (B, 3, S, S) with frozen semantics
 z_id (B, D), z_lnd (B, 102) (computed once: the encoders never learn):
 
-1. L_gen: DVA's denoising loss on the real frames (``s3edit.train.loop.dva_terms``:
+1. L_gen: DVA's denoising loss on the real frames (``s3edit.train.objective.dva_terms``:
    L1 on ε for two noises at one t ~ U{0..999}, plus the face-mask x̂0 agreement),
    under the unedited z_face = fuse(z_id, z_lnd) (an edit of strength 0 is no edit,
    so no T_k).
@@ -24,7 +25,7 @@ z_id (B, D), z_lnd (B, 102) (computed once: the encoders never learn):
    P = sigmoid(classifier heads on ID(·)) (DVA's attribute heads). Probabilities,
    not logits: the −γ term rewards moving the target attribute, and a bounded P
    keeps that reward from growing without end.
-6. L = λ_gen·L_gen + λ_id·L_id + λ_faith·L_faith, λ = (1, 0.5, 0.1) (DESIGN §4).
+6. L = λ_gen·L_gen + λ_id·L_id + λ_faith·L_faith, λ = (1, 0.5, 0.1) (the paper's weights).
 
 All three UNet calls (two for L_gen, one for f̂) run as ONE batched forward, so DDP
 sees one forward per backward.
@@ -41,7 +42,8 @@ Ablation switches: ``self_train=False`` (L_gen only: T_k get no gradient and sta
 The optimizer is ``DHSPG`` over every trainable parameter with the 7·K landmark
 groups of T_k (``s3edit.s3.groups``): warm-up for ``warmup_frac`` of the steps, the
 sparsification window for ``sparsify_frac``, then exactly Q = ⌊q·7K⌋ zero groups;
-the training loop reports each step's loss and the best sparse iterate is restored.
+through its loop hooks (``DHSPG.before_step``/``after_training``) each step's loss is
+reported and the best sparse iterate restored.
 
 In a weight set (``s3edit.weights.weightset``): config.json ``"s3"`` holds the record
 of ``s3_record`` (K, q, Q, the clusters, the groups zeroed, per cluster too, the
@@ -58,24 +60,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from s3edit.errors import InputError, WeightsError
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS
 from s3edit.model.dva import DVA
 from s3edit.train.data import CropData
-from s3edit.train.loop import (
-    TrainConfig,
-    TrainResult,
+from s3edit.train.loop import Objective, TrainConfig, TrainResult, evaluate, make_accelerator, train
+from s3edit.train.objective import (
     alphas_cumprod,
     dva_terms,
-    evaluate,
     freeze_encoders,
-    make_accelerator,
     noisy,
     precompute_semantics,
     predict_x0,
-    train,
 )
 from s3edit.model.attributes import Classifier
 from s3edit.weights.weightset import S3_FILE, WeightSet
@@ -92,7 +90,7 @@ from s3edit.s3.routing import (
     sample_edit_draws,
 )
 
-LAMBDA_ID, LAMBDA_FAITH, LAMBDA_GEN = 0.5, 0.1, 1.0  # DESIGN §4
+LAMBDA_ID, LAMBDA_FAITH, LAMBDA_GEN = 0.5, 0.1, 1.0  # the paper's loss weights (docs/s3editor.md)
 SELF_TRAIN_T_MAX = 500  # one-step x̂0 timesteps t' < 500 (our choice; module docstring)
 TRAINABLE = ("all", "transforms")
 S3_RECORD_VERSION = 1
@@ -101,7 +99,7 @@ S3_TENSORS = S3_FILE  # "s3.safetensors" in the weight-set folder
 
 @dataclass(frozen=True)
 class S3Config:
-    """S3Editor's switches and weights (defaults: the paper's, DESIGN §4)."""
+    """S3Editor's switches and weights (defaults: the paper's, docs/s3editor.md)."""
 
     self_train: bool = True  # False: L_gen only (the "baseline" row of the ablation)
     routing: bool = True  # False: K = 1
@@ -159,7 +157,7 @@ def identity_loss(id_f: Tensor, id_hat: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(id_f, id_hat, dim=-1)).mean()
 
 
-class S3Objective(nn.Module):
+class S3Objective(Objective):
     """S3Editor's objective as one module (what DDP wraps): ``forward(batch) -> {"loss",
     "gen", "id", "faith", "simple", "reg"}`` (``id``/``faith`` only when self-training).
 
@@ -402,15 +400,15 @@ def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Confi
     classifier = require_classifier(ws)
     objective = S3Objective(model, transforms.to(acc.device).train(), clusters, classifier, cfg,
                             train_cfg.face_weight).to(acc.device)
-    sem = precompute_semantics(model, data, device=acc.device)
-    before = evaluate(objective, data, sem, train_cfg.batch_size) if acc.is_main_process else {}
+    frames = precompute_semantics(model, data, device=acc.device).per_frame(data)
+    before = evaluate(objective, frames, train_cfg.batch_size) if acc.is_main_process else {}
     opt = make_optimizer(objective, train_cfg.steps, train_cfg.lr)
-    result = train(objective, data, sem, train_cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)
+    result = train(objective, frames, train_cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)
     transforms.eval()
     after = {}
     if acc.is_main_process:
         written = S3Objective(result.ema, transforms, clusters, classifier, cfg, train_cfg.face_weight)
-        after = evaluate(written.to(acc.device), data, sem, train_cfg.batch_size)
+        after = evaluate(written.to(acc.device), frames, train_cfg.batch_size)
     zeroed = [opt.groups[i].name for i in opt.zero_groups()]
     record = s3_record(cfg, clusters, transforms, zeroed, after or None)
     return S3TrainResult(result, clusters, transforms, zeroed, record, before, after)

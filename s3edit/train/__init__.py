@@ -1,3 +1,3 @@
-"""Training a weight set: the crop loader (``data``), the edit-pairs files the paired
-term reads (``pairs``) and the training loop with DVA's objective (``loop``). Import
-submodules directly."""
+"""Training a weight set (docs/training.md): the crop loader (``data``), the edit-pairs
+files (``pairs``), the generic training loop (``loop``) and DVA's objective with the
+paired-edit and keep terms (``objective``). Import submodules directly."""

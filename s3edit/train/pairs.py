@@ -2,7 +2,7 @@
 
 A pairs file tells ``s3edit tune --pairs FILE`` which training frames are the same face
 before and after an edit, so that the decoder can be taught what the edit draws
-(``s3edit.train.loop.PairTerm``). The synthetic-glasses twins of the default model's
+(``s3edit.train.objective.PairTerm``). The synthetic-glasses twins of the default model's
 portraits are such pairs (``scripts/glasses_job.py`` writes the file beside the job);
 any two aligned jobs whose frames match one to one can be paired the same way.
 

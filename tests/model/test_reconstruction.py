@@ -13,7 +13,8 @@ from s3edit.model import ddim
 from s3edit.model.config import preset
 from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
-from s3edit.train.loop import TrainConfig, precompute_semantics, train_dva
+from s3edit.train.loop import TrainConfig
+from s3edit.train.objective import precompute_semantics, train_dva
 from s3edit.pipeline.align import align_video
 from s3edit.pipeline.encode import clip_identity
 

@@ -204,6 +204,34 @@ def test_restore_best_before_any_report_says_what_to_do():
         opt.restore_best()
 
 
+
+def test_loop_hooks_report_and_restore_the_best_iterate_only_when_sparse():
+    """``before_step``/``after_training`` (the training loop's hooks) are ``report`` of
+    the iterate before each step and ``restore_best`` at the end; with Q = 0 they do
+    nothing."""
+    model, X, y = least_squares()
+    twin, _, _ = least_squares()
+    opt = DHSPG(model.parameters(), column_groups(model.weight, N_GROUPS, WIDTH), SGD_SPARSE)
+    ref = DHSPG(twin.parameters(), column_groups(twin.weight, N_GROUPS, WIDTH), SGD_SPARSE)
+    for step in range(SGD_SPARSE.warmup_steps + SGD_SPARSE.sparsify_steps + 20):
+        opt.before_step(loss_value(model, X, y))
+        ref.report(loss_value(twin, X, y))
+        train(model, opt, X, y, 1, batch=16, seed=step)
+        train(twin, ref, X, y, 1, batch=16, seed=step)
+    assert opt.best_step == ref.best_step >= 0 and opt.best_loss == ref.best_loss
+    opt.after_training()
+    ref.restore_best()
+    assert torch.equal(model.weight, twin.weight) and torch.equal(model.bias, twin.bias)
+
+    dense_model, *_ = least_squares()
+    dense = DHSPG(dense_model.parameters(), column_groups(dense_model.weight, N_GROUPS, WIDTH),
+                  DHSPGConfig(base="sgd", lr=0.1, q=0.0))
+    dense.before_step(1.0)
+    assert dense.best_step == -1
+    weight = dense_model.weight.detach().clone()
+    dense.after_training()
+    assert torch.equal(dense_model.weight, weight)
+
 # Pause in the warm-up, mid-window and after the window.
 @pytest.mark.parametrize("base, pause_at", [("adam", 10), ("sgd", 30), ("adam", 60)])
 def test_state_dict_round_trip_resumes_bit_for_bit(base, pause_at):

@@ -19,7 +19,8 @@ from s3edit.model.config import preset
 from s3edit.train.data import CropData
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import describe_s3
-from s3edit.train.loop import TrainConfig, freeze_encoders, precompute_semantics
+from s3edit.train.loop import TrainConfig
+from s3edit.train.objective import freeze_encoders, precompute_semantics
 from s3edit.model.attributes import Classifier
 from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.s3.groups import REGION_LND_COLUMNS

@@ -1,0 +1,242 @@
+"""DVA's objective (``s3edit.train.objective``) with the paired-edit and keep terms: the
+draws, the pair code, the pair and keep losses against hand-computed values, the keep
+region, and a short run that lowers the pair loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3edit.train.data import CropData
+from s3edit.train.loop import TrainConfig, evaluate, gather_batch
+from s3edit.train.objective import (
+    PAIR_T_MIN,
+    DVAObjective,
+    PairTerm,
+    changed_region,
+    freeze_encoders,
+    noisy,
+    precompute_semantics,
+    predict_x0,
+    train_dva,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def pair_term(model, weight: float = 1.0) -> PairTerm:
+    """Pairs (0 -> 1), (2 -> 3), (4 -> 5) of ``crops()``, one attribute along a random
+    unit direction, the unit normalisation."""
+    g = torch.Generator().manual_seed(5)
+    D = model.config.id_dim
+    direction = torch.nn.functional.normalize(torch.randn(1, D, generator=g), dim=1)
+    return PairTerm(rows=torch.tensor([[0, 1], [2, 3], [4, 5]]), attribute=torch.zeros(3, dtype=torch.int64),
+                    directions=direction, conds_mean=torch.zeros(1, D), conds_std=torch.ones(1, D),
+                    names=("Eyeglasses",), weight=weight, batch=4)
+
+
+def paired_data(crops) -> CropData:
+    """crops() where frame 2k+1 is frame 2k with a dark band across the eyes (a twin)."""
+    data = crops()
+    data.crops[1::2] = data.crops[0::2]
+    data.crops[1::2, :, 10:14, 6:26] = -1.0
+    data.landmarks[1::2] = data.landmarks[0::2]
+    return data
+
+
+def test_pair_draws_name_both_frames_and_leave_the_plain_draws_unchanged(tiny_model):
+    model = tiny_model()
+    plain = DVAObjective(model).draw(torch.Generator().manual_seed(1), 4, 6, (3, 32, 32))
+    objective = DVAObjective(model, pairs=pair_term(model))
+    draws = objective.draw(torch.Generator().manual_seed(1), 4, 6, (3, 32, 32))
+    for k, v in plain.items():  # the same numbers first: a run without pairs is as before
+        assert torch.equal(draws[k], v), k
+    assert draws["pair_src"].shape == (4,) and draws["pair_eps"].shape == (4, 3, 32, 32)
+    pairs = {(0, 1), (2, 3), (4, 5)}
+    for src, tgt, sign in zip(draws["pair_src"].tolist(), draws["pair_tgt"].tolist(), draws["pair_sign"].tolist()):
+        assert ((src, tgt) if sign > 0 else (tgt, src)) in pairs
+    from_src = draws["pair_noisy"] == draws["pair_src"]
+    assert (from_src | (draws["pair_noisy"] == draws["pair_tgt"])).all()
+    assert int(draws["pair_t"][from_src].min()) >= PAIR_T_MIN  # t_min only where src is noised
+    wide = pair_term(model)
+    wide.batch = 400
+    many = DVAObjective(model, pairs=wide).draw(torch.Generator().manual_seed(1), 4, 6, (3, 4, 4))
+    from_tgt = many["pair_noisy"] == many["pair_tgt"]
+    assert 0.3 < float(from_tgt.float().mean()) < 0.7 and int(many["pair_t"][from_tgt].min()) < PAIR_T_MIN
+    assert objective.index_keys == {"index": "", "pair_src": "src_", "pair_tgt": "tgt_", "pair_noisy": "noisy_"}
+    assert objective.describe()["pairs"]["pairs"] == 3
+
+
+def test_pair_code_is_the_edit_rule_on_the_source_identity(tiny_model):
+    from s3edit.model.attributes import edit_identity
+
+    model = tiny_model()
+    term = pair_term(model)
+    objective = DVAObjective(model, pairs=term)
+    src = torch.nn.functional.normalize(torch.randn(4, 128, generator=torch.Generator().manual_seed(2)), dim=-1)
+    batch = {"src_z_id": src, "pair_sign": torch.tensor([1.0, -1.0, 1.0, -1.0]),
+             "pair_gamma": torch.tensor([0.3, 0.5, 0.7, 0.9]), "pair_attr": torch.zeros(4, dtype=torch.int64)}
+    expected = edit_identity(src, term.directions[0], torch.tensor([0.3, -0.5, 0.7, -0.9]), term.conds_mean,
+                             term.conds_std)
+    torch.testing.assert_close(objective.pair_code(batch), expected)
+
+
+def test_frames_past_plain_frames_feed_only_the_pair_term(tiny_model):
+    model = tiny_model()
+    term = pair_term(model)
+    term.plain_frames, term.batch = 2, 64
+    draws = DVAObjective(model, pairs=term).draw(torch.Generator().manual_seed(3), 64, 6, (3, 32, 32))
+    assert set(draws["index"].tolist()) == {0, 1}
+    assert set(draws["pair_src"].tolist()) | set(draws["pair_tgt"].tolist()) == set(range(6))
+
+
+def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops):
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    data = paired_data(crops)
+    sem = precompute_semantics(model, data)
+    objective = DVAObjective(model, pairs=pair_term(model, weight=0.5)).eval()
+    draws = objective.draw(torch.Generator().manual_seed(4), 2, len(data), (3, 32, 32))
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    with torch.no_grad():
+        parts = objective(batch)
+        a = objective.abar[draws["pair_t"]].view(-1, 1, 1, 1)
+        x_p = noisy(data.crops[draws["pair_noisy"]], draws["pair_eps"], a)
+        eps = model(x_p, draws["pair_t"], model.fuse(objective.pair_code(batch), sem.z_lnd[draws["pair_src"]]))
+        target = (x_p - a.sqrt() * data.crops[draws["pair_tgt"]]) / (1 - a).sqrt()
+    # eps* is the noise whose one-step x0 prediction is the target frame (the draw's own
+    # noise where the target itself was noised)
+    torch.testing.assert_close(predict_x0(x_p, target, a), data.crops[draws["pair_tgt"]], atol=1e-4, rtol=0)
+    from_tgt = draws["pair_noisy"] == draws["pair_tgt"]
+    torch.testing.assert_close(target[from_tgt], draws["pair_eps"][from_tgt], atol=1e-4, rtol=0)
+    region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
+    assert region[:, :, 9:15, 5:27].min() == 1 and region.sum() == 4 * 6 * 22  # the band, dilated 1 px
+    error = (eps - target).abs()
+    expected = error.mean() + (error * region).sum() / (region.sum() * 3)
+    torch.testing.assert_close(parts["pair"], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"] + parts["keep"])
+
+
+def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_edited_code(tiny_model, crops):
+    from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
+    from s3edit.model.attributes import edit_identity
+
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    data = paired_data(crops)
+    sem = precompute_semantics(model, data)
+    term = pair_term(model)
+    objective = DVAObjective(model, pairs=term).eval()
+    draws = objective.draw(torch.Generator().manual_seed(6), 3, len(data), (3, 32, 32))
+    assert draws["keep_attr"].tolist() == [0, 0, 0] and set(draws["keep_sign"].tolist()) <= {-1.0, 1.0}
+    assert draws["keep_code_noise"].shape == (3, 128) and 0.2 < float(draws["keep_code_noise"].std()) < 0.4
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    with torch.no_grad():
+        parts = objective(batch)
+        i, t = draws["index"], draws["t"]
+        a = objective.abar[t].view(-1, 1, 1, 1)
+        x_t = noisy(data.crops[i], draws["eps1"], a)
+        z = sem.z_id[i]  # unit normalisation: noise is added to the code itself, then DVA's edit rule
+        code = edit_identity(z + draws["keep_code_noise"], term.directions[0], draws["keep_sign"] * draws["keep_gamma"],
+                             term.conds_mean, term.conds_std)
+        eps = model(x_t, t, model.fuse(code, sem.z_lnd[i]))
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
+    assert 0.3 < float(outside.mean()) < 0.95
+    expected = ((eps - draws["eps1"]).abs() * outside).sum() / (outside.sum() * 3)
+    torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_prediction(tiny_model, crops):
+    from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
+    from s3edit.train.objective import KEEP_X0_CAP
+
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    with torch.no_grad():  # a network whose output depends on the code (the last conv starts at zero)
+        g = torch.Generator().manual_seed(8)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    data = paired_data(crops)
+    sem = precompute_semantics(model, data)
+    term = pair_term(model)
+    term.keep_target = "unedited"
+    assert term.describe()["keep_target"] == "unedited" and "keep_target" not in pair_term(model).describe()
+    objective = DVAObjective(model, pairs=term)
+    draws = objective.draw(torch.Generator().manual_seed(6), 3, len(data), (3, 32, 32))
+    draws["t"] = torch.tensor([20, 500, 990])  # below, near and past the cap (abar ~ 0.0025 at t ~ 770)
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    parts = objective(batch)
+    i, t = draws["index"], draws["t"]
+    a = objective.abar[t].view(-1, 1, 1, 1)
+    x_t = noisy(data.crops[i], draws["eps1"], a)
+    with torch.no_grad():
+        plain = model(x_t, t, model.fuse(sem.z_id[i], sem.z_lnd[i]))
+        edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
+    factor = ((1 - a) / a).sqrt()
+    assert factor[0] < 1 < factor[1] < KEEP_X0_CAP < factor[2]
+    gap = (predict_x0(x_t, edited, a) - predict_x0(x_t, plain, a)).abs()  # x0 space where under the cap
+    gap[2] = (edited[2] - plain[2]).abs() * KEEP_X0_CAP
+    every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=KEEP_X0_CAP)
+    assert 5 < float(every.mean()) < 10  # over all t: the weights are divided by it
+    gap = gap / every.mean()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
+    expected = (gap * outside).sum() / (outside.sum() * 3)
+    torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
+    # the plain prediction is a fixed target: the term's gradient is that of the edited
+    # rows alone
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(parts["keep"], params, allow_unused=True)
+    edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
+    w = factor.clamp(max=KEEP_X0_CAP) / every.mean()
+    manual = ((w * edited - w * plain).abs() * outside).sum() / (outside.sum() * 3)
+    want = torch.autograd.grad(manual, params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in want)
+    for g, h in zip(got, want):
+        if h is not None:
+            torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
+
+
+def test_an_unknown_keep_target_is_refused():
+    with pytest.raises(ValueError, match="keep_target"):
+        PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.zeros(1, dtype=torch.int64),
+                 directions=torch.ones(1, 4), conds_mean=torch.zeros(1, 4), conds_std=torch.ones(1, 4),
+                 names=("Eyeglasses",), keep_target="x0")
+
+
+def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region(tiny_model, crops):
+    model = tiny_model()
+    for change in ({"keep": 0.0}, {"names": ("Smiling",)}):
+        term = pair_term(model)
+        for k, v in change.items():
+            setattr(term, k, v)
+        objective = DVAObjective(model, pairs=term)
+        draws = objective.draw(torch.Generator().manual_seed(7), 2, 6, (3, 32, 32))
+        assert not any(k.startswith("keep_") for k in draws), change
+        data = paired_data(crops)
+        batch = gather_batch(objective, draws, precompute_semantics(model, data).per_frame(data), "cpu")
+        assert "keep" not in objective(batch)
+    assert pair_term(model).describe()["keep"] == 1.0
+
+
+def test_the_keep_region_is_the_attributes_edit_region():
+    from s3edit.face.mask import attribute_region
+    from s3edit.train.objective import keep_region
+
+    lnd01 = torch.rand(3, 68, 2) * 0.5 + 0.25
+    region = keep_region("Eyeglasses", lnd01, 32)
+    assert region.shape == (3, 1, 32, 32)
+    assert torch.equal(region[:, 0].bool(), attribute_region("Eyeglasses", lnd01 * 32 - 0.5, 32))
+    assert keep_region("Smiling", torch.zeros(1, 68, 2), 32) is None
+
+
+def test_training_with_pairs_lowers_the_pair_loss(tmp_path, tiny_model, crops):
+    model = tiny_model()
+    data = paired_data(crops)
+    freeze_encoders(model)
+    frames = precompute_semantics(model, data).per_frame(data)
+    before = evaluate(DVAObjective(model, pairs=pair_term(model)), frames, batch_size=4, batches=2)
+    cfg = TrainConfig(steps=25, batch_size=4, lr=2e-3, checkpoint_every=100, seed=1)
+    result = train_dva(model, data, cfg, tmp_path, pairs=pair_term(model))
+    assert set(result.losses[0]) == {"loss", "simple", "reg", "pair", "keep"}
+    after = evaluate(DVAObjective(result.ema, pairs=pair_term(model)), frames, batch_size=4, batches=2)
+    assert after["pair"] < 0.8 * before["pair"]
