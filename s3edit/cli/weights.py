@@ -1,7 +1,8 @@
 """``s3edit weights``: list, download, import and verify weight sets.
 
-The work lives in ``s3edit.weights.registry`` and ``s3edit.weights.download``; these
-commands validate flags, call it and print (results on stdout, notes on stderr)."""
+The work lives in ``s3edit.weights``: ``registry`` (list), ``download``, ``importer``
+(import) and ``verify``; these commands validate flags, call it and print (results on
+stdout, notes on stderr)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import typer
 from rich.table import Table
 
 from s3edit import console
-from s3edit.weights import download, registry
+from s3edit.weights import download, importer, registry, verify
 
 weights_app = typer.Typer(
     help="List, download, import and verify model weight sets.\n\n"
@@ -67,9 +68,9 @@ def import_cmd(
 
     Example: s3edit weights import epoch=51-step=1000000.ckpt --classifier last.ckpt --stats latent.pkl
     """
-    result = download.import_weights(checkpoint, name=name, classifier=classifier, stats=stats, overwrite=overwrite)
-    summary = download.import_summary(result)
-    typer.echo(json.dumps(summary, indent=2) if as_json else download.format_import_summary(summary))
+    result = importer.import_weights(checkpoint, name=name, classifier=classifier, stats=stats, overwrite=overwrite)
+    summary = importer.import_summary(result)
+    typer.echo(json.dumps(summary, indent=2) if as_json else importer.format_import_summary(summary))
     if not summary["ok"]:
         raise typer.Exit(1)
 
@@ -83,7 +84,7 @@ def verify_cmd(
 
     Example: s3edit weights verify dva
     """
-    report = download.verify_weights(target)
-    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else download.format_verify(report))
+    report = verify.verify_weights(target)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else verify.format_verify(report))
     if not report.ok:
         raise typer.Exit(1)

@@ -1,5 +1,10 @@
 """Import DVA's published files into a weight set (``s3edit.weights.weightset``).
 
+``import_weights`` is ``s3edit weights import``: it hashes the source files (a sha256
+the registry knows must match), converts them with ``import_dva`` into
+``weights_home()/NAME`` and returns an ``ImportResult`` that ``import_summary`` and
+``format_import_summary`` print. ``import_dva`` is the conversion alone, into any folder.
+
 Sources (users download them by hand):
 - the network: a PyTorch-Lightning checkpoint (``epoch=51-step=1000000.ckpt``) whose
   ``state_dict`` holds the network twice, ``model.*`` and ``ema_model.*``; we take
@@ -47,6 +52,9 @@ from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import DVAConfig, dva_256
 from s3edit.model.dva import build_dva
+from s3edit.paths import require_input_file
+from s3edit.weights.hashing import sha256_file
+from s3edit.weights.registry import Registry, import_dir, load_registry
 from s3edit.weights.weightset import CLASSIFIER_KEYS, config_json, write_weight_set_files
 
 EMA_PREFIX = "ema_model."
@@ -481,3 +489,117 @@ def _opaque_names(obj: Any, limit: int = 100_000) -> set[str]:
         elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
     return seen
+
+
+# --- into the weights home (``s3edit weights import``) -------------------------------------
+
+
+@dataclass
+class ImportResult:
+    """What ``import_weights`` did: where the set went (``written`` False when
+    ``import_dva`` refused the checkpoint), its ``ImportReport``, the sha256 of
+    each source file (with the registry's value where it has one) and the refusal."""
+
+    name: str
+    path: Path
+    report: ImportReport
+    sources: list[dict] = field(default_factory=list)  # {role, file, sha256, expected}
+    written: bool = True
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every tensor mapped both ways: nothing missing, mis-shaped or unused."""
+        return self.written and self.report.ok and not self.report.unmapped
+
+
+def import_weights(
+    checkpoint: str | os.PathLike,
+    *,
+    name: str = "dva",
+    classifier: str | os.PathLike | None = None,
+    stats: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    registry: Registry | None = None,
+) -> ImportResult:
+    """Convert a published DVA checkpoint (plus optional classifier checkpoint and
+    ``latent.pkl`` statistics) into the weight set ``weights_home()/name``.
+
+    Source files are hashed first; where the registry knows a file's sha256, a
+    mismatch is refused before anything is written. A checkpoint whose tensors do not
+    fit the network comes back with ``written=False`` and the full ``ImportReport``."""
+    registry = registry or load_registry()
+    out_dir = import_dir(name)
+    if out_dir.exists() and not overwrite:
+        raise OutputError(
+            f"weight set {name!r} already exists at {str(out_dir)!r}; pass --overwrite to replace it."
+        )
+    entry = registry.entries.get(name)
+    expected = {f.role: f.sha256 for f in entry.files} if entry is not None and entry.kind == "import" else {}
+    sources = []
+    for role, path in (("checkpoint", checkpoint), ("classifier", classifier), ("stats", stats)):
+        if path is None:
+            continue
+        path = require_input_file(path, f"{role} file")
+        sources.append(_hash_source(name, role, path, expected.get(role)))
+    try:
+        report = import_dva(
+            Path(checkpoint),
+            out_dir,
+            classifier_ckpt=Path(classifier) if classifier is not None else None,
+            stats=Path(stats) if stats is not None else None,
+            overwrite=overwrite,
+            name=name,
+        )
+    except WeightsError as exc:
+        if getattr(exc, "report", None) is None:  # not a mapping failure: the one-line error
+            raise
+        return ImportResult(name, out_dir, exc.report, sources, written=False, error=str(exc))
+    return ImportResult(name=name, path=out_dir, report=report, sources=sources)
+
+
+def import_summary(result: ImportResult) -> dict:
+    """The import as a JSON-ready dict: the ``ImportReport`` plus where, sha256s, ok."""
+    return {
+        "name": result.name, "path": str(result.path), "written": result.written, "ok": result.ok,
+        "error": result.error, "sources": result.sources, "report": result.report.to_dict(),
+    }
+
+
+def format_import_summary(summary: dict) -> str:
+    """Plain-text lines for ``s3edit weights import``."""
+    r = summary["report"]
+    head = f"imported {summary['name']!r} -> {summary['path']}" if summary["written"] \
+        else f"NOT imported {summary['name']!r}: nothing was written"
+    copy = {"ema_model": "EMA copy", "model": "raw copy (no EMA copy found)", "": "bare state dict"}
+    lines = [
+        head,
+        f"  checkpoint: {Path(r['checkpoint']).name} (read with {r['loader']}, {copy.get(r['copy'], r['copy'])})",
+        f"  tensors: {r['tensors']} in the checkpoint, {r['mapped']} mapped ({r['aliases']} aliases checked), "
+        f"{r['written']} written",
+    ]
+    if r["classifier"]:
+        lines.append(f"  classifier: {r['classifier']}, {r['attributes']} attributes, statistics from {r['stats']}")
+    for src in summary["sources"]:
+        known = "matches the registry" if src["expected"] else "the registry records none"
+        lines.append(f"  sha256 {Path(src['file']).name}: {src['sha256']} ({known})")
+    if r["opaque_globals"]:
+        lines.append(f"  {len(r['opaque_globals'])} classes of the authors' code were read as inert "
+                     f"placeholders, never imported: {', '.join(r['opaque_globals'])}")
+    for label, key in (("missing from the checkpoint", "missing"), ("not used (no matching tensor)", "unmapped"),
+                       ("mis-shaped", "mismatched"), ("alias differs from its original", "alias_mismatch")):
+        if r[key]:
+            lines.append(f"  {label} ({len(r[key])}):")
+            lines += [f"    {item}" for item in r[key]]
+    lines.append("ok" if summary["ok"] else "FAILED: not every tensor mapped")
+    return "\n".join(lines)
+
+
+def _hash_source(name: str, role: str, path: Path, expected: str | None) -> dict:
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise WeightsError(
+            f"{role} file {str(path)!r} has sha256 {actual}, but weight set {name!r} expects {expected}; "
+            "the file is damaged or a different release, so download it again."
+        )
+    return {"role": role, "file": str(path), "sha256": actual, "expected": expected}

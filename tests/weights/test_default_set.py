@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from s3edit.weights.download import sha256_file
+from s3edit.weights.hashing import sha256_file
 from s3edit.weights.registry import REGISTRY_PATH, load_registry, resolve_weights
 from s3edit.weights.weightset import load_weight_set
 from s3edit.video.io import probe

@@ -1,11 +1,15 @@
 """Import of DVA's published files: a fake Lightning checkpoint built from the
 reference table imports with every value equal to its ``ema_model.`` copy, the
 classifier and statistics are taken as DVA stores them, and files that are damaged,
-incomplete or try to run code are refused with one clear message."""
+incomplete or try to run code are refused with one clear message. Into the weights
+home (``import_weights``), a source whose sha256 the registry knows must match it and
+an existing set is not replaced."""
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import math
 import os
 import pickle
@@ -19,7 +23,8 @@ from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.model.attributes import CELEBA_ATTRIBUTES
 from s3edit.model.config import preset
 from s3edit.model.dva import build_dva
-from s3edit.weights.importer import ALIAS_PREFIX, ALIAS_TARGET, import_dva, safe_load
+from s3edit.weights import registry as reg
+from s3edit.weights.importer import ALIAS_PREFIX, ALIAS_TARGET, import_dva, import_weights, safe_load
 from s3edit.weights.weightset import load_weight_set
 
 TINY = preset("tiny-32")
@@ -262,3 +267,45 @@ def test_user_errors(tmp_path, tiny_ckpt):
     with pytest.raises(WeightsError, match="pass DVA's latent.pkl with --stats"):
         import_dva(tiny_ckpt, tmp_path / "ws", classifier_ckpt=cls_path, config=TINY)
     assert not (tmp_path / "ws").exists()
+
+
+# --- into the weights home
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def import_env(offline):
+    """Offline, isolated; a registry whose import set 'dva' records its checkpoint's sha256."""
+    path = offline / "registry.json"
+    path.write_text(json.dumps({
+        "format": "s3edit-weights-registry", "version": 1, "default": "dva",
+        "sets": {
+            "dva": {"kind": "import", "licence": "MIT", "description": "d",
+                    "files": [{"role": "checkpoint", "filename": "dva.ckpt", "url": "https://example.org/dva",
+                               "sha256": sha(b"the real checkpoint")}]},
+        },
+    }))
+    return reg.load_registry(path), offline
+
+
+def test_import_refuses_a_source_with_the_wrong_sha256(import_env):
+    registry, tmp = import_env
+    ckpt = tmp / "dva.ckpt"
+    ckpt.write_bytes(b"not the real checkpoint")
+    with pytest.raises(WeightsError) as err:
+        import_weights(ckpt, name="dva", registry=registry)
+    assert str(err.value) == (
+        f"checkpoint file {str(ckpt)!r} has sha256 {sha(b'not the real checkpoint')}, but weight set 'dva' "
+        f"expects {sha(b'the real checkpoint')}; the file is damaged or a different release, so download it again."
+    )
+    assert not (tmp / "home" / "weights" / "dva").exists()
+
+
+def test_import_refuses_to_overwrite(import_env):
+    registry, tmp = import_env
+    (tmp / "home" / "weights" / "dva").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"weight set 'dva' already exists at .*; pass --overwrite to replace it"):
+        import_weights(tmp / "x.ckpt", name="dva", registry=registry)

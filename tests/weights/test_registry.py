@@ -10,7 +10,7 @@ import pytest
 
 from s3edit.errors import WeightsError
 from s3edit.weights import registry as reg
-from s3edit.weights.download import sha256_file
+from s3edit.weights.hashing import sha256_file
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
