@@ -2,17 +2,15 @@
 
 A grid (4 x 4 by default) of crops sampled evenly over the frames that have one, each
 with its smoothed landmarks drawn (green dots; the FFHQ eye and mouth points the quad
-is built from in red) and its frame index in the corner."""
+is built from in red) and its frame index in the corner. The align stage writes it to
+the job (``align --preview``)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from safetensors.numpy import load_file
 
 from s3edit.face.landmarks import EYES, MOUTH_LEFT_CORNER, MOUTH_RIGHT_CORNER
-from s3edit.job import Job
-from s3edit.paths import atomic_path
 
 GRID = 4  # tiles per side
 TILE = 256  # tile side in pixels (crops of other sizes are resized)
@@ -50,16 +48,3 @@ def contact_sheet(crops: list[np.ndarray], landmarks: np.ndarray, labels: list[s
         r, c = divmod(k, grid)
         sheet[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = tile
     return sheet
-
-
-def write_preview(job: Job, grid: int = GRID) -> str:
-    """Write ``align/preview.png`` for a finished align stage; returns its path."""
-    job.require("align", "run `s3edit align VIDEO -o JOB` first.")
-    track = load_file(job.track_path)
-    frames = sample_frames(track["valid"].astype(bool), grid * grid)
-    crops = [cv2.cvtColor(cv2.imread(str(job.crop_path(int(i)))), cv2.COLOR_BGR2RGB) for i in frames]
-    sheet = contact_sheet(crops, track["crop_landmarks"][frames], [f"#{i}" for i in frames], grid)
-    path = job.align_dir / "preview.png"
-    with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    return str(path)

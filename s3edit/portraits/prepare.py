@@ -66,7 +66,8 @@ from safetensors.numpy import save_file as save_numpy
 from s3edit.errors import InputError, OutputError
 from s3edit.face.align import apply_transform, quad_from_landmarks, quad_to_transform, warp_crop
 from s3edit.face.detect import Face, LandmarkDetector, make_detector
-from s3edit.job import CROP_NAME, Job, SourceInfo
+from s3edit.job import Job
+from s3edit.video.io import SourceInfo
 from s3edit.paths import atomic_path, write_json_atomic
 
 CROP_SIZE = 128  # aligned crop side for the default model's training data (TRAINING.md, step 1)
@@ -476,10 +477,8 @@ def write_stills_job(job_dir: Path, arrays: dict[str, np.ndarray], params: dict)
     align_params = {"size": size, "detector": params["detector"], "stills": True,
                     "pad_fraction": params["pad_fraction"]}
     job.start_stage("align", align_params)
-    job.crops_dir.mkdir(parents=True, exist_ok=True)
     for i, crop in enumerate(arrays["crops"]):
-        ok, png = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        (job.crops_dir / CROP_NAME.format(i)).write_bytes(png.tobytes())
+        job.write_crop(i, crop)
     transforms = np.stack([quad_to_transform(q, size) for q in arrays["quads"]]).astype(np.float32) \
         if n else np.zeros((0, 3, 3), np.float32)
     track = {
@@ -493,8 +492,7 @@ def write_stills_job(job_dir: Path, arrays: dict[str, np.ndarray], params: dict)
         "transforms": transforms,
         "crop_landmarks": arrays["landmarks"],
     }
-    with atomic_path(job.track_path) as tmp:
-        save_numpy({k: np.ascontiguousarray(v) for k, v in track.items()}, str(tmp))
+    job.write_track(track)
     job.finish_stage("align", frames=n, valid=n, stills=True)
     return job_dir
 

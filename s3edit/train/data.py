@@ -1,9 +1,10 @@
 """Training data: aligned face crops with their landmarks, read from job folders.
 
 A job made by ``s3edit align`` holds one crop per frame with a face and the crop
-landmarks (``s3edit.job``); ``s3edit.pipeline.encode`` reads them for encoding and the
-same readers serve training here. All crops are held in memory at the model's
-resolution (a 64 px crop is 48 KB as float32: 10,000 crops are about 0.5 GB).
+landmarks; the job's own readers (``Job.aligned_frames``, ``Job.read_crops``) serve
+encoding and training alike, and crops enter the network as
+``s3edit.model.frames.to_model`` makes them. All crops are held in memory at the
+model's resolution (a 64 px crop is 48 KB as float32: 10,000 crops are about 0.5 GB).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from s3edit.job import Job
-from s3edit.pipeline.encode import aligned_frames, read_crops
+from s3edit.model.frames import rescale_landmarks, to_model
 
 
 @dataclass
@@ -37,10 +38,9 @@ class CropData:
 
 def load_job_crops(job: Job, size: int) -> CropData:
     """Every valid crop of an aligned job, resized to ``size``."""
-    frames = aligned_frames(job)
-    crops = read_crops([job.crop_path(int(i)) for i in frames.indices], size)
-    # pixel-centre coordinates scale about the -0.5 px edge
-    landmarks = (frames.crop_landmarks + 0.5) * (size / frames.size) - 0.5
+    frames = job.aligned_frames()
+    crops = to_model(job.read_crops(frames.indices), size)
+    landmarks = rescale_landmarks(frames.crop_landmarks, frames.size, size)
     return CropData(crops=crops, landmarks=torch.from_numpy(landmarks))
 
 

@@ -3,6 +3,7 @@
 from s3edit.video.io import (
     DEFAULT_CRF,
     Frame,
+    SourceInfo,
     VideoInfo,
     VideoWriter,
     iter_frames,
@@ -13,6 +14,7 @@ from s3edit.video.io import (
 __all__ = [
     "DEFAULT_CRF",
     "Frame",
+    "SourceInfo",
     "VideoInfo",
     "VideoWriter",
     "iter_frames",

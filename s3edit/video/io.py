@@ -26,10 +26,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from s3edit.errors import InputError, OutputError
-from s3edit.job import SourceInfo
 from s3edit.paths import atomic_path, require_input_file
 
 # x264's CRF scale: 0 = lossless, ~18 visually lossless, 23 = x264's own default.
@@ -47,6 +47,25 @@ AUDIO_LEAD_S = 0.5
 # (1/1000) store 29.97 fps as 33/34 ms alternating.
 VFR_TOLERANCE_TICKS = 1.5
 VFR_TOLERANCE_REL = 0.02
+
+
+@dataclass
+class SourceInfo:
+    """What a job records of its source video (``source_info``); later stages (paste,
+    score) check the file is still the same and use its timing."""
+
+    path: str  # absolute path at the time the job was made
+    size_bytes: int
+    mtime: float
+    n_frames: int
+    width: int  # decoded (displayed, after rotation) frame size
+    height: int
+    fps: float  # average frame rate
+    time_base: str  # e.g. "1/12800", of the video stream
+    rotation: int  # degrees the player rotates by (metadata), already applied to frames
+    codec: str
+    has_audio: bool
+    variable_frame_rate: bool
 
 
 @dataclass(frozen=True)
@@ -340,6 +359,33 @@ def sws_colorspace(colorspace: int) -> int | None:
     ``VideoFrame.to_ndarray`` used to decode it (the frame's tag, else the default)."""
     return colorspace if colorspace in SWS_COLORSPACES else None
 
+
+
+# Luma weights (Kr, Kb) of the YUV matrices, by FFmpeg AVColorSpace code (Kg = 1 - Kr - Kb):
+# BT.709, FCC, BT.470BG and SMPTE 170M (both BT.601), SMPTE 240M, BT.2020; swscale's
+# default is BT.601.
+LUMA_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114),
+                7: (0.212, 0.087), 9: (0.2627, 0.0593)}
+
+
+def rgb_delta_to_yuv420(delta: np.ndarray, colorspace: int | None) -> tuple[np.ndarray, ...]:
+    """A change of an RGB image, (h, w, 3) float in 0..255 units with even h and w ->
+    the change of its limited-range Y (h, w), U, V (h/2, w/2), float32. YUV is affine in
+    RGB, so a change maps through the matrix's linear part alone:
+
+        dY = 219/255 (Kr dR + Kg dG + Kb dB)
+        dU = 224/255 (dB - dY') / (2 (1 - Kb)),  dV = 224/255 (dR - dY') / (2 (1 - Kr))
+
+    with dY' = Kr dR + Kg dG + Kb dB; chroma is averaged over 2x2 pixels (4:2:0)."""
+    kr, kb = LUMA_WEIGHTS.get(colorspace if colorspace is not None else 5, LUMA_WEIGHTS[5])
+    r, g, b = (delta[..., c].astype(np.float32) for c in range(3))
+    luma = kr * r + (1.0 - kr - kb) * g + kb * b
+    u = (224.0 / 255.0) * (b - luma) / (2.0 * (1.0 - kb))
+    v = (224.0 / 255.0) * (r - luma) / (2.0 * (1.0 - kr))
+    h, w = luma.shape
+    half = (w // 2, h // 2)
+    return ((219.0 / 255.0) * luma, cv2.resize(u, half, interpolation=cv2.INTER_AREA),
+            cv2.resize(v, half, interpolation=cv2.INTER_AREA))
 
 
 def yuv_planes(av_frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

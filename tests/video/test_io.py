@@ -325,3 +325,21 @@ def test_hevc_mov_vfr_with_audio(shared_clips, tmp_path):
     frames = list(iter_frames(path, start=100, stop=103))
     assert [f.index for f in frames] == [100, 101, 102]
     assert frames[0].image.shape == (540, 960, 3)
+
+
+@pytest.mark.parametrize("colorspace", [None, 1, 5, 9])
+def test_an_rgb_change_maps_through_the_yuv_matrix(colorspace):
+    """rgb_delta_to_yuv420(d) is the change of the frame's YUV planes when its RGB changes
+    by d: within the two roundings (to 8-bit RGB and to 8-bit YUV) of converting both."""
+    from s3edit.pipeline.paste import rgb_to_yuv420
+    from s3edit.video.io import rgb_delta_to_yuv420
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        base = np.full((16, 16, 3), rng.integers(40, 200, 3), np.uint8)
+        changed = np.clip(np.rint(base + rng.normal(0, 15, 3)), 0, 255).astype(np.uint8)
+        before, after = rgb_to_yuv420(base, colorspace), rgb_to_yuv420(changed, colorspace)
+        delta = rgb_delta_to_yuv420(changed.astype(np.float32) - base, colorspace)
+        for i in range(3):
+            assert delta[i].shape == before[i].shape
+            assert np.abs((after[i] - before[i]) - delta[i]).max() < 1.0
