@@ -85,6 +85,7 @@ def run_row(row: Row, args, job, weights: Path, judge, work: Path) -> dict[str, 
     """tune -> edit -> paste -> score for one configuration."""
     from s3edit.train.loop import TrainConfig
     from s3edit.pipeline.edit import edit_job
+    from s3edit.pipeline.options import run_options
     from s3edit.pipeline.paste import PasteConfig, paste_video
     from s3edit.pipeline.score import AttributeTarget, score
     from s3edit.pipeline.tune import tune
@@ -95,8 +96,8 @@ def run_row(row: Row, args, job, weights: Path, judge, work: Path) -> dict[str, 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     started = time.perf_counter()
     tune([job.root], tuned, base=str(weights), cfg=cfg, s3=s3, overwrite=True)
-    result = edit_job(job, [(args.attr, args.scale)], weights=tuned, steps=args.decode_steps,
-                      batch_size=args.batch_size)
+    result = edit_job(job, [(args.attr, args.scale)],
+                      run_options(tuned, steps=args.decode_steps, batch_size=args.batch_size))
     video = paste_video(job, work / f"{row.key}.mp4",
                         PasteConfig(edit=result.name, overwrite=True, max_frames=args.frames)).output
     target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
@@ -155,7 +156,9 @@ def main() -> None:
 def run_all(args, work: Path) -> None:
     from s3edit.weights.registry import resolve_weights
     from s3edit.pipeline.align import align_video
-    from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
+    from s3edit.pipeline.options import pick_device
+    from s3edit.pipeline.score_nets import WeightSetFaces
+    from s3edit.weights.load import load_weights
 
     weights = resolve_weights(args.weights) if args.weights else (
         tiny_random_weights(work / "tiny-random") if args.quick else resolve_weights(None))

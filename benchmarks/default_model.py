@@ -41,19 +41,20 @@ HEADERS = ("PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "P
 def validate(clip: Path, weights: Path, judge, job, args, out: Path) -> dict[str, float]:
     """Reconstruction and edit of one clip with one set -> the row's figures."""
     from s3edit.pipeline.edit import edit_job
+    from s3edit.pipeline.options import run_options
     from s3edit.pipeline.paste import PasteConfig, paste_video
     from s3edit.pipeline.score import AttributeTarget, score
 
     started = time.perf_counter()
     tag = f"{clip.stem}__{weights.name}"
     row: dict[str, float] = {}
-    recon = edit_job(job, [(args.attr, 0.0)], weights=weights, steps=args.steps, batch_size=args.batch_size)
+    run = run_options(weights, steps=args.steps, batch_size=args.batch_size)
+    recon = edit_job(job, [(args.attr, 0.0)], run)
     video = paste_video(job, out / f"{tag}_recon.mp4",
                         PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
     report = score(job.root, video, id_net=args.id_net)
     row["psnr_recon"], row["id_recon"] = report.psnr_face, report.id_preserve
-    edit = edit_job(job, [(args.attr, args.scale)], weights=weights, steps=args.steps, batch_size=args.batch_size,
-                    region=args.region)
+    edit = edit_job(job, [(args.attr, args.scale)], run, region=args.region)
     video = paste_video(job, out / f"{tag}_{edit.name}.mp4",
                         PasteConfig(edit=edit.name, overwrite=True, max_frames=args.frames)).output
     target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
@@ -99,7 +100,9 @@ def main() -> None:
 
     from s3edit.weights.registry import resolve_weights
     from s3edit.pipeline.align import align_video
-    from s3edit.pipeline.encode import WeightSetFaces, load_weights, pick_device
+    from s3edit.pipeline.options import pick_device
+    from s3edit.pipeline.score_nets import WeightSetFaces
+    from s3edit.weights.load import load_weights
 
     clips = args.clips or [SHARED_CLIPS / name for name in DEFAULT_CLIPS]
     missing = [str(c) for c in clips if not c.is_file()]

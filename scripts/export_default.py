@@ -22,7 +22,7 @@ import torch
 import typer
 
 from s3edit.errors import S3EditError, WeightsError
-from s3edit.weights.download import sha256_file
+from s3edit.weights.hashing import sha256_file
 from s3edit.weights.registry import REGISTRY_PATH
 from s3edit.weights.weightset import load_weight_set, save_weight_set
 from s3edit.paths import write_json_atomic

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from s3edit.cli.options import Detector, JsonOpt
 from s3edit.pipeline.align import align_video
-
-
-class Detector(str, Enum):
-    dlib = "dlib"
-    fan = "fan"
 
 
 def align_cmd(
     video: Path = typer.Argument(..., help="Source video (anything FFmpeg reads)."),
     output: Path = typer.Option(..., "--output", "-o", help="Job folder to create or resume."),
     size: int = typer.Option(256, "--size", min=16, help="Side of the square crops, pixels."),
-    detector: Detector = typer.Option(Detector.dlib, "--detector", help="Landmark back-end."),
+    detector: Detector = typer.Option(Detector("dlib"), "--detector", help="Landmark back-end."),
     face: int | None = typer.Option(None, "--face", min=1,
                                     help="Track the N-th face, counted from 1 left to right "
                                          "(default: the largest, most central)."),
@@ -29,7 +24,7 @@ def align_cmd(
     sigma_centre: float = typer.Option(1.0, "--sigma-centre", min=0.0, help="Smoothing of the crop centre, frames."),
     sigma_axes: float = typer.Option(3.0, "--sigma-axes", min=0.0, help="Smoothing of the crop size/angle, frames."),
     preview: bool = typer.Option(False, "--preview", help="Also write align/preview.png (contact sheet)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the stage summary as JSON."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Align the face in VIDEO: aligned square crops, transforms and landmarks in JOB.
 

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
-from s3edit.model.ddim import DEFAULT_STEPS
-from s3edit.pipeline.encode import DEFAULT_BATCH, encode_job
+from s3edit.cli.options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    DeviceOpt,
+    JobArg,
+    JsonOpt,
+    PrecisionOpt,
+    StepsOpt,
+    WeightsOpt,
+)
+from s3edit.job import Job
+from s3edit.pipeline.encode import encode_job
+from s3edit.pipeline.options import Device, Precision, run_options
 
 
 def encode_cmd(
-    job: Path = typer.Argument(..., help="Job folder made by `s3edit align`."),
-    weights: str | None = typer.Option(None, "--weights", "-w",
-                                       help="Weight set: a registry name or a folder (default: the registry's default)."),
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="DDIM steps (DVA's paper: SSIM 0.922 at 100, 0.540 at 20)."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", "-b", help="Frames per UNet pass (memory grows with it)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
-    as_json: bool = typer.Option(False, "--json", help="Print the stage summary as JSON."),
+    job: JobArg,
+    weights: WeightsOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    as_json: JsonOpt = False,
 ) -> None:
     """Encode an aligned job: z_id, z_lnd, z_face and the DDIM noise map x_T of every frame.
 
@@ -28,7 +37,10 @@ def encode_cmd(
 
     Example: s3edit encode clip.job --weights dva --steps 100 --batch-size 8
     """
-    done = encode_job(job, weights, steps=steps, batch_size=batch_size, device=device, precision=precision)
+    done = Job.open(job)
+    done.require("align", "run `s3edit align VIDEO -o JOB` first.")
+    encode_job(done, run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
+                                 job=done))
     entry = done.stage("encode")
     if as_json:
         typer.echo(json.dumps({"job": str(done.root), **entry}, indent=2))

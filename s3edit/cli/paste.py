@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from s3edit.cli.options import Blend, JobArg, JsonOpt, OverwriteOpt
 from s3edit.face.mask import MaskConfig
 from s3edit.pipeline.paste import DEFAULT_BLEND, PasteConfig, paste_video
 from s3edit.video.io import DEFAULT_CRF
 
 
-class Blend(str, Enum):
-    replace = "replace"
-    detail = "detail"
-
-
 def paste_cmd(
-    job: Path = typer.Argument(..., help="Job folder made by `s3edit align`."),
+    job: JobArg,
     output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .mkv or .mov)."),
     edit: str | None = typer.Option(
-        None, "--edit", help="Paste this edit's crops (JOB/edits/NAME); default: the original crops."),
+        None, "--edit", help="Paste this edit (JOB/edits/NAME); default: the original crops."),
     crf: int = typer.Option(
         DEFAULT_CRF, "--crf", min=0, max=51,
         help="H.264 quality: 0 lossless, 16-18 visually lossless, 23 smaller files."),
@@ -35,8 +30,8 @@ def paste_cmd(
         Blend(DEFAULT_BLEND), "--blend",
         help="detail: add what the edit changed to the full-resolution frame; "
              "replace: take the crop inside the mask (STIT)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Paste the aligned (or edited) crops of JOB back into its video, with its audio.
 

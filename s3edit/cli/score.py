@@ -11,10 +11,12 @@ from pathlib import Path
 import typer
 
 from s3edit import console
+from s3edit.cli.options import JsonOpt, OverwriteOpt, WeightsOpt
 from s3edit.face.identity import DEFAULT_ID_NET, ID_NETS
 from s3edit.metrics.report import render_table, write_plot
 from s3edit.paths import check_output_path
 from s3edit.pipeline.score import score
+from s3edit.pipeline.score_nets import score_nets
 
 
 def score_cmd(
@@ -22,19 +24,18 @@ def score_cmd(
         ..., help="Original video, or its job folder (its source video and landmarks)."),
     edited: Path = typer.Argument(
         ..., help="Edited video, or a job folder whose paste stage recorded its output."),
+    # a name from the identity-net registry (which can grow), so checked there, not an Enum
     id_net: str = typer.Option(DEFAULT_ID_NET, "--id-net",
                                help=f"Identity net: {', '.join(ID_NETS)}, or arcface (the weight set's)."),
-    # --- model issue (encode/edit engineer): attribute heads and the weight set's ArcFace
-    weights: str | None = typer.Option(None, "--weights", "-w",
-                                       help="Weight set for --id-net arcface and TACR/NAPR (default: the edit's)."),
+    weights: WeightsOpt = None,
     attr: str | None = typer.Option(None, "--attr",
                                     help="Attribute for TACR/NAPR, NAME or NAME=-1 for a removal "
                                          "(default: the edit EDITED's job pasted)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with per-frame values)."),
+    as_json: JsonOpt = False,
     plot: Path | None = typer.Option(None, "--plot", help="Write a per-frame PNG plot here."),
     sheet: Path | None = typer.Option(None, "--sheet",
                                       help="Write a contact sheet PNG here: the face in 6 frames, original above edit."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot/--sheet file."),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score an edit: ID-Preserve, TL-ID, TG-ID, PSNR in the face and temporal warp error against the original.
 
@@ -45,7 +46,6 @@ def score_cmd(
     for picture in (plot, sheet):
         if picture is not None:
             check_output_path(picture, [original, edited], overwrite)
-    from s3edit.pipeline.edit import score_nets  # model issue: TACR/NAPR + arcface
 
     net, target = score_nets(edited, original, weights=weights, attribute=attr, id_net=id_net)
     report = score(original, edited, id_net=net or id_net, attr=target, sheet=sheet)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from s3edit.cli.options import JsonOpt, KeepTarget, Objective, OverwriteOpt, Preset, Trainable
+
 from s3edit.train.loop import TrainConfig
 from s3edit.pipeline.tune import format_report, tune
 from s3edit.s3.selftrain import S3Config
@@ -16,25 +18,27 @@ def tune_cmd(
     inputs: list[Path] = typer.Argument(..., help="Videos or job folders to train on."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the new weight set."),
     base: str = typer.Option(None, "--from", help="Weight set to start from (name or folder)."),
-    preset: str = typer.Option(None, "--preset", help="Train anew from a model preset (small-64, tiny-32, dva-256)."),
-    objective: str = typer.Option("s3", "--objective", help="s3 (S3Editor self-training) or dva (DVA's loss only)."),
+    preset: Preset = typer.Option(None, "--preset", help="Train anew from a model preset."),
+    objective: Objective = typer.Option(Objective("s3"), "--objective",
+                                        help="s3 (S3Editor self-training) or dva (DVA's loss only)."),
     self_train: bool = typer.Option(True, "--self-train/--no-self-train", help="Pseudo-edit losses (off: DVA's loss only)."),
     routing: bool = typer.Option(True, "--routing/--no-routing", help="One transform per attribute cluster (off: K = 1)."),
     clusters: int = typer.Option(5, "--clusters", min=1, help="K, attribute clusters (K-means)."),
     sparsity: float = typer.Option(0.1, "--sparsity", min=0.0, max=1.0, help="q: zero floor(q*7K) landmark groups (0: none)."),
-    train_what: str = typer.Option("all", "--train", help="all (transforms + fusion + UNet) or transforms."),
+    train_what: Trainable = typer.Option(Trainable("all"), "--train",
+                                         help="all (transforms + fusion + UNet) or transforms."),
     pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute; with --objective dva): teaches the decoder that edit. Repeatable."),
     pair_weight: float = typer.Option(1.0, "--pair-weight", min=0.0, help="Weight of the paired-edit loss."),
     pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
     keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
     code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
-    keep_target: str = typer.Option("noise", "--keep-target", help="With --pairs: what the keep term holds an edited code's prediction to: noise (the frame's noise) or unedited (the plain code's one-step x0 prediction, weighted to count at every step of a decode)."),
+    keep_target: KeepTarget = typer.Option(KeepTarget("noise"), "--keep-target", help="With --pairs: what the keep term holds an edited code's prediction to: noise (the frame's noise) or unedited (the plain code's one-step x0 prediction, weighted to count at every step of a decode)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible and resumable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output weight set."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a weight set on footage; rerun the same command to resume.
 
@@ -46,10 +50,12 @@ def tune_cmd(
     (or, on GPUs, accelerate launch --multi_gpu --num_processes 4 -m s3edit.cli.app tune ...)
     """
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity, train=train_what)
-    result = tune(inputs, output, base=base, preset=preset, objective=objective, cfg=cfg, s3=s3,
-                  pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch, keep_weight=keep_weight,
-                  code_noise=code_noise, keep_target=keep_target, overwrite=overwrite)
+    s3 = S3Config(self_train=self_train, routing=routing, clusters=clusters, sparsity=sparsity,
+                  train=train_what.value)
+    result = tune(inputs, output, base=base, preset=preset.value if preset else None, objective=objective.value,
+                  cfg=cfg, s3=s3, pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch,
+                  keep_weight=keep_weight, code_noise=code_noise, keep_target=keep_target.value,
+                  overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

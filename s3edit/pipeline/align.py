@@ -2,16 +2,21 @@
 
     job = align_video("clip.mp4", "clip.job", size=256)
 
-Two streaming passes, so memory does not grow with the clip's length:
+One streaming decode, memory bounded by a short window of frames:
 
 1. decode + detect every face in every frame (``s3edit.face.detect``); the detections
-   are checkpointed to ``align/landmarks.partial.npz`` as the pass goes (an interrupted
-   run resumes there) and kept as ``align/detections.npz`` when complete, so a rerun
-   with other tracking/smoothing/crop parameters (same detector) does not detect again;
+   are checkpointed as the pass goes (an interrupted run resumes there) and kept when
+   complete, so a rerun with other tracking/smoothing/crop parameters (same detector)
+   does not detect again;
 2. on the small per-frame arrays: track one face, reject outliers, fill short gaps,
-   smooth, build quads and transforms (``s3edit.face.track``, ``s3edit.face.align``);
-   then decode again and write each valid frame's crop atomically (crops already on
-   disk from an interrupted run with the same parameters are kept), then
+   smooth, build quads and transforms (``s3edit.face.track``, ``s3edit.face.align``).
+   Each of these looks only a bounded number of frames ahead (``lookahead``), so while
+   the pass decodes, the detections so far are tracked again every ``CROP_EVERY``
+   frames and the frames that lie further back than that are cropped from the frames
+   still held in memory (*provisional* crops, their transforms recorded first);
+3. when the pass ends, the final track decides: a provisional crop whose transform
+   differs from the final one is removed, and any crop still missing (a resumed run,
+   a rerun with other crop parameters) is made by decoding those frames again. Then
    ``align/track.safetensors`` and the manifest entry.
 
 A rerun with the same parameters and every crop present does nothing; other parameters
@@ -21,26 +26,22 @@ discard the old crops and redo the stage.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from safetensors.numpy import save_file
 
 from s3edit import console
-from s3edit.errors import NoFaceError
+from s3edit.errors import InputError, NoFaceError
 from s3edit.face import align as fa
 from s3edit.face.detect import DETECTORS, make_detector
-from s3edit.face.track import Detections, Track, max_gap_frames, track_face
+from s3edit.face.preview import GRID, contact_sheet, sample_frames
+from s3edit.face.track import OUTLIER_HALF_WINDOW, PICK_WINDOW, Detections, Track, max_gap_frames, track_face
 from s3edit.job import Job
-from s3edit.paths import atomic_path
 from s3edit.video.io import VideoInfo, iter_frames, probe, source_info
 
 STAGE = "align"
-PARTIAL = "landmarks.partial.npz"
-DETECTIONS = "detections.npz"
+CROP_EVERY = 16  # frames decoded between two provisional trackings
 # Checkpoint pass 1 every this many frames, or every 10 % of the frames done so far if
 # that is more (keeps the total checkpoint cost linear in the clip length).
 CHECKPOINT_EVERY = 50
@@ -92,12 +93,14 @@ def align_video(
     sigma_axes: float = fa.SIGMA_AXES,
     preview: bool = False,
     max_frames: int | None = None,
+    info: VideoInfo | None = None,
 ) -> Job:
     """Align ``video`` into the job folder ``job_dir`` (created, or reopened if it is a
     job of the same video). ``max_gap`` defaults to 0.4 s worth of frames; ``max_frames``
-    aligns only the first frames. Raises NoFaceError if no face is found anywhere."""
+    aligns only the first frames; ``info``: the video's probe, when the caller has it.
+    Raises NoFaceError if no face is found anywhere."""
     _check_args(size, detector, face, max_gap, sigma_centre, sigma_axes, max_frames)
-    info = probe(video)
+    info = info if info is not None else probe(video)
     job = Job.create(job_dir, source_info(info))
     n = info.n_frames if max_frames is None else min(max_frames, info.n_frames)
     params = AlignParams(size, detector, face, max_gap if max_gap is not None
@@ -107,33 +110,32 @@ def align_video(
     else:
         _run(info, job, params)
     if preview:
-        from s3edit.face.preview import write_preview
-
         write_preview(job)
     return job
 
 
 def _check_args(size, detector, face, max_gap, sigma_centre, sigma_axes, max_frames) -> None:
     if size < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} (got {size}).")
+        raise InputError(f"--size must be at least {MIN_SIZE} (got {size}).")
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+        raise InputError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
     if face is not None and face < 1:
-        raise ValueError(f"face counts from 1 (got {face}).")
+        raise InputError(f"--face counts from 1 (got {face}).")
     if max_gap is not None and max_gap < 0:
-        raise ValueError(f"max_gap must be >= 0 (got {max_gap}).")
+        raise InputError(f"--max-gap must be >= 0 (got {max_gap}).")
     if sigma_centre < 0 or sigma_axes < 0:
-        raise ValueError("smoothing sigmas must be >= 0.")
+        raise InputError("the smoothing sigmas must be >= 0.")
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1 (got {max_frames}).")
+        raise InputError(f"max_frames must be >= 1 (got {max_frames}).")
 
 
 def _run(info: VideoInfo, job: Job, params: AlignParams) -> None:
     previous = job.stage(STAGE)
     if previous is not None and previous.get("params") != asdict(params):
-        _discard_outputs(job)
+        job.discard_align()
     job.start_stage(STAGE, asdict(params))
-    pts, dets = detect_pass(info, job, params.frames, params.detector)
+    cropper = ProvisionalCropper(job, info, params)
+    pts, dets = detect_pass(info, job, params.frames, params.detector, cropper)
     if len(dets.frame) == 0:
         raise NoFaceError(
             f"no face was found in any of the {params.frames} frames of {str(info.path)!r}; "
@@ -141,9 +143,9 @@ def _run(info: VideoInfo, job: Job, params: AlignParams) -> None:
         )
     track = track_face(dets, (info.width, info.height), params.face, params.max_gap)
     result = build_result(pts, track, params)
+    confirm_provisional(job, result)
     crop_pass(info, job, result, params.size)
-    with atomic_path(job.track_path) as tmp:
-        save_file(result.arrays(), str(tmp))
+    job.write_track(result.arrays())
     job.finish_stage(
         STAGE,
         frames=params.frames,
@@ -156,74 +158,65 @@ def _run(info: VideoInfo, job: Job, params: AlignParams) -> None:
     )
 
 
-def _discard_outputs(job: Job) -> None:
-    """Crops and track of a run with other parameters (detections are kept: they
-    carry their detector's name and are reused only by the same detector)."""
-    if job.crops_dir.exists():
-        shutil.rmtree(job.crops_dir)
-    job.track_path.unlink(missing_ok=True)
-    (job.align_dir / "preview.png").unlink(missing_ok=True)
-
-
 def _crops_complete(job: Job) -> bool:
-    if not job.track_path.exists():
+    if not job.has_track():
         return False
-    from safetensors.numpy import load_file
-
-    valid = load_file(job.track_path)["valid"]
-    return all(job.crop_path(i).exists() for i in np.flatnonzero(valid))
+    valid = job.read_track("valid")["valid"]
+    return all(job.has_crop(int(i)) for i in np.flatnonzero(valid))
 
 
 # --- pass 1: detection ----------------------------------------------------------
 
 
-def _load_detections(path: Path, detector: str) -> tuple[np.ndarray, Detections] | None:
-    if not path.exists():
+def _load_detections(job: Job, detector: str, partial: bool = False) -> tuple[np.ndarray, Detections] | None:
+    data = job.read_detections(partial)
+    if data is None or str(data.get("detector")) != detector:
         return None
     try:
-        with np.load(path) as data:
-            if str(data["detector"]) != detector:
-                return None
-            return data["pts"].astype(np.int64), Detections.from_arrays(data)
-    except (OSError, ValueError, KeyError):
+        return data["pts"].astype(np.int64), Detections.from_arrays(data)
+    except (KeyError, ValueError):
         return None  # an unreadable checkpoint is redone, not trusted
 
 
-def _save_detections(path: Path, detector: str, pts: list[int], dets: Detections) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, detector=np.array(detector), pts=np.array(pts, np.int64), **dets.arrays())
+def _save_detections(job: Job, detector: str, pts: list[int], dets: Detections, partial: bool = False) -> None:
+    job.write_detections({"detector": np.array(detector), "pts": np.array(pts, np.int64), **dets.arrays()},
+                         partial)
 
 
-def detect_pass(info: VideoInfo, job: Job, n: int, detector: str
+def detect_pass(info: VideoInfo, job: Job, n: int, detector: str, cropper: "ProvisionalCropper | None" = None
                 ) -> tuple[np.ndarray, Detections]:
     """Every face in frames 0..n-1: ``(pts (n,) int64, Detections)``. Resumes from the
-    checkpoint / reuses the finished detections of the same detector."""
-    done_path, partial_path = job.align_dir / DETECTIONS, job.align_dir / PARTIAL
-    cached = _load_detections(done_path, detector)
+    checkpoint / reuses the finished detections of the same detector. ``cropper`` makes
+    provisional crops from the frames as they are decoded."""
+    cached = _load_detections(job, detector)
     if cached is not None and cached[1].n_frames >= n:
         return cached[0][:n], cached[1].head(n)
-    found = [d for d in (cached, _load_detections(partial_path, detector)) if d is not None]
+    found = [d for d in (cached, _load_detections(job, detector, partial=True)) if d is not None]
     resumed = max(found, key=lambda d: d[1].n_frames) if found else None
     pts, dets = (list(resumed[0]), resumed[1]) if resumed else ([], Detections.empty())
     start = dets.n_frames
     model = make_detector(detector) if start < n else None
     pending: list[list] = []
-    with console.progress("align 1/2 detect", n) as advance:
+    with console.progress("align: detect", n) as advance:
         advance(start)
         for frame in iter_frames(info.path, start=start, stop=n):
             pending.append(model.detect(frame.image))
             pts.append(frame.pts)
             advance(1)
+            if cropper is not None:
+                cropper.push(frame, lambda: (pts, dets.concat(Detections.from_faces(pending, dets.n_frames))))
             if len(pending) >= max(CHECKPOINT_EVERY, len(pts) // 10):
                 dets = dets.concat(Detections.from_faces(pending, dets.n_frames))
                 pending = []
-                _save_detections(partial_path, detector, pts, dets)
+                _save_detections(job, detector, pts, dets, partial=True)
     dets = dets.concat(Detections.from_faces(pending, dets.n_frames))
     n = min(n, len(pts))  # a stream may hold fewer frames than its packet count
-    _save_detections(done_path, detector, pts, dets)
-    partial_path.unlink(missing_ok=True)
-    return np.asarray(pts[:n], np.int64), dets.head(n)
+    _save_detections(job, detector, pts, dets)
+    job.remove_partial_detections()
+    pts, dets = np.asarray(pts[:n], np.int64), dets.head(n)
+    if cropper is not None:
+        cropper.finish(pts, dets)
+    return pts, dets
 
 
 # --- between the passes: per-frame arrays ---------------------------------------
@@ -253,28 +246,108 @@ def build_result(pts: np.ndarray, track: Track, params: AlignParams) -> AlignRes
     )
 
 
-# --- pass 2: crops ---------------------------------------------------------------
+# --- crops ----------------------------------------------------------------------
+
+
+def lookahead(params: AlignParams) -> int:
+    """How many frames past frame i the track of frame i can still change with: outlier
+    rejection's window, a gap that may still be filled, and the smoothing kernels'
+    reach (``gaussian_filter1d`` truncates at 4 sigma)."""
+    reach = int(4.0 * max(params.sigma_centre, params.sigma_axes) + 0.5)
+    return OUTLIER_HALF_WINDOW + params.max_gap + reach + 2
+
+
+class ProvisionalCropper:
+    """Crops frames while the detection pass decodes them (module docstring, step 2).
+
+    Holds the decoded frames not yet cropped (at most ``lookahead + CROP_EVERY``), tracks
+    the detections so far every ``CROP_EVERY`` frames, and crops every held frame that is
+    more than ``lookahead`` frames behind the newest one, once the face to follow is
+    settled (``PICK_WINDOW`` frames with faces seen)."""
+
+    def __init__(self, job: Job, info: VideoInfo, params: AlignParams):
+        self.job, self.info, self.params = job, info, params
+        self.held: dict[int, np.ndarray] = {}
+        self.lag = lookahead(params)
+        recorded = job.read_provisional()
+        self.indices = list(recorded[0]) if recorded is not None else []
+        self.transforms = list(recorded[1]) if recorded is not None else []
+
+    def push(self, frame, so_far) -> None:
+        """Hold ``frame``; every ``CROP_EVERY`` frames crop what is settled.
+        ``so_far()`` -> (pts, Detections) of every frame decoded until now."""
+        self.held[frame.index] = frame.image
+        if len(self.held) < self.lag + CROP_EVERY:
+            return
+        pts, dets = so_far()
+        settled = dets.n_frames - self.lag
+        with_faces = np.unique(dets.frame)
+        if len(with_faces) < PICK_WINDOW or with_faces[PICK_WINDOW - 1] >= settled:
+            self._drop(settled)  # the face to follow may still change: crop these later
+            return
+        self._crop(pts, dets, settled)
+
+    def finish(self, pts, dets: Detections) -> None:
+        """The pass is over: crop every frame still held, with the final track."""
+        if self.held and len(dets.frame):
+            self._crop(pts, dets, dets.n_frames)
+        self.held.clear()
+
+    def _crop(self, pts, dets: Detections, settled: int) -> None:
+        track = track_face(dets, (self.info.width, self.info.height), self.params.face, self.params.max_gap)
+        result = build_result(np.asarray(pts, np.int64), track, self.params)
+        ready = sorted(i for i in self.held if i < settled)
+        cropped = [i for i in ready if result.valid[i] and not self.job.has_crop(i)]
+        if cropped:
+            self.indices += cropped
+            self.transforms += [result.transforms[i] for i in cropped]
+            self.job.write_provisional(np.asarray(self.indices), np.asarray(self.transforms))
+            for i in cropped:
+                self.job.write_crop(i, fa.warp_crop(self.held[i], result.transforms[i].astype(np.float64),
+                                                    self.params.size))
+        self._drop(settled)
+
+    def _drop(self, before: int) -> None:
+        for i in [i for i in self.held if i < before]:
+            del self.held[i]
+
+
+def confirm_provisional(job: Job, result: AlignResult) -> int:
+    """Remove the provisional crops the final track does not confirm (their frame is no
+    longer valid, or its transform changed); returns how many were kept."""
+    recorded = job.read_provisional()
+    if recorded is None:
+        return 0
+    indices, transforms = recorded
+    wrong = [int(i) for i, t in zip(indices, transforms)
+             if not (i < len(result.valid) and result.valid[i] and np.array_equal(result.transforms[i], t))]
+    job.remove_crops(wrong)
+    job.remove_provisional()
+    return len(indices) - len(wrong)
 
 
 def crop_pass(info: VideoInfo, job: Job, result: AlignResult, size: int) -> int:
-    """Write the crop of every valid frame that has none yet; returns how many."""
-    todo = [i for i in np.flatnonzero(result.valid) if not job.crop_path(int(i)).exists()]
+    """Write the crop of every valid frame that has none yet (decoding those frames
+    again); returns how many."""
+    todo = [i for i in np.flatnonzero(result.valid) if not job.has_crop(int(i))]
     if not todo:
         return 0
-    job.crops_dir.mkdir(parents=True, exist_ok=True)
     wanted = set(todo)
-    with console.progress("align 2/2 crops", len(todo)) as advance:
+    with console.progress("align: crops", len(todo)) as advance:
         for frame in iter_frames(info.path, start=int(todo[0]), stop=int(todo[-1]) + 1):
             if frame.index not in wanted:
                 continue
             crop = fa.warp_crop(frame.image, result.transforms[frame.index].astype(np.float64), size)
-            write_png(job.crop_path(frame.index), crop)
+            job.write_crop(frame.index, crop)
             advance(1)
     return len(todo)
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as PNG, atomically."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
+def write_preview(job: Job, grid: int = GRID) -> Path:
+    """``align/preview.png``: a contact sheet of crops spread over the clip, with their
+    landmarks (``s3edit.face.preview``)."""
+    track = job.read_track("valid", "crop_landmarks")
+    frames = sample_frames(track["valid"].astype(bool), grid * grid)
+    sheet = contact_sheet(list(job.read_crops(frames)), track["crop_landmarks"][frames],
+                          [f"#{i}" for i in frames], grid)
+    return job.write_preview(sheet)

@@ -19,6 +19,11 @@ Blend modes, with ``m`` the warped mask:
   changed nothing the frame keeps its full-resolution detail, which a 256 px crop of a
   large face cannot carry.
 
+An edit confined to a region is stored as its change against the plain decode (float,
+``s3edit.job``): ``detail`` adds ``m * warp(change)`` to the frame's planes directly
+(the change converted with the video's YUV matrix), ``replace`` takes ``original +
+change`` inside the mask.
+
 Frames with ``valid == 0`` in the job go through untouched (``write_frame``).
 """
 
@@ -45,12 +50,13 @@ from s3edit.video.io import (
     VideoWriter,
     iter_frames,
     probe,
+    rgb_delta_to_yuv420,
     sws_colorspace,
     yuv_planes,
 )
 
 STAGE = "paste"
-BLEND_MODES = ("replace", "detail")
+BLEND_MODES = ("replace", "detail")  # `--blend` (s3edit.cli.options.Blend)
 # The default blend. `detail`: its round trip (unedited crops) loses only what the
 # encoder loses, >= 40.9 dB on every frame of every shared clip at the default crf;
 # `replace` drops to 36.9 dB on woman_hand_occlusion_04, whose face spans ~400 px and so
@@ -93,16 +99,7 @@ class Track:
 
 
 def load_track(job: Job) -> Track:
-    from safetensors import safe_open
-
-    job.require("align", "run `s3edit align VIDEO -o JOB` first.")
-    try:
-        with safe_open(str(job.track_path), framework="numpy") as f:
-            arrays = {key: f.get_tensor(key) for key in TRACK_KEYS}
-    except (OSError, KeyError, ValueError) as exc:
-        raise JobError(
-            f"job track {str(job.track_path)!r} is unreadable ({exc}); rerun `s3edit align`."
-        ) from exc
+    arrays = job.read_track(*TRACK_KEYS)
     return Track(
         valid=arrays["valid"].astype(bool),
         transforms=arrays["transforms"].astype(np.float64),
@@ -110,8 +107,9 @@ def load_track(job: Job) -> Track:
     )
 
 
-def source_of(job: Job) -> VideoInfo:
-    """The job's source video, checked to be the same file the job was made from."""
+def source_of(job: Job, info: VideoInfo | None = None) -> VideoInfo:
+    """The job's source video, checked to be the same file the job was made from
+    (``info``: its probe, when the caller has it)."""
     src = job.source
     path = Path(src.path)
     if not path.is_file():
@@ -124,15 +122,7 @@ def source_of(job: Job) -> VideoInfo:
             f"the job's source video {src.path!r} changed since it was aligned; "
             "rerun `s3edit align` into a new job folder."
         )
-    return probe(path)
-
-
-def read_crop(path: Path) -> np.ndarray:
-    """A crop PNG -> (S, S, 3) uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise JobError(f"crop {str(path)!r} is missing or unreadable; rerun the stage that made it.")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return info if info is not None else probe(path)
 
 
 # --- geometry -------------------------------------------------------------------
@@ -191,10 +181,11 @@ def rgb_to_yuv420(rgb: np.ndarray, colorspace: int | None) -> tuple[np.ndarray, 
     return tuple(p.astype(np.float32) for p in yuv_planes(frame))
 
 
-def blend_planes(planes, box, mask, crop_yuv, base_yuv=None) -> None:
-    """Blend in place over ``box``. planes: frame Y, U, V (uint8); mask: (h, w) float32;
-    crop_yuv: warped crop's Y, U, V; base_yuv (detail mode): warped original crop's.
-    replace: p = p (1 - m) + c m;  detail: p = p + m (c - base)."""
+def blend_planes(planes, box, mask, crop_yuv=None, base_yuv=None, delta_yuv=None) -> None:
+    """Blend in place over ``box``. planes: frame Y, U, V (uint8); mask: (h, w) float32
+    at luma resolution (box-averaged 2 x 2 for chroma); the others: Y, U, V over ``box``.
+    replace (``crop_yuv``): p = p (1 - m) + c m;  detail (``crop_yuv``, ``base_yuv``):
+    p = p + m (c - base);  a change (``delta_yuv``): p = p + m d."""
     x0, y0, x1, y1 = box
     masks = (mask, cv2.resize(mask, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA))
     for i, plane in enumerate(planes):
@@ -202,26 +193,28 @@ def blend_planes(planes, box, mask, crop_yuv, base_yuv=None) -> None:
         s = 1 if i == 0 else 2
         region = plane[y0 // s: y1 // s, x0 // s: x1 // s]
         src = region.astype(np.float32)
-        if base_yuv is None:
-            out = src + m * (crop_yuv[i] - src)
+        if delta_yuv is not None:
+            change = delta_yuv[i]
         else:
-            out = src + m * (crop_yuv[i] - base_yuv[i])
-        region[...] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            change = crop_yuv[i] - (src if base_yuv is None else base_yuv[i])
+        region[...] = np.clip(np.rint(src + m * change), 0, 255).astype(np.uint8)
 
 
 # --- the stage ------------------------------------------------------------------
 
 
-def paste_video(job: Job | str | Path, out: str | Path, config: PasteConfig = PasteConfig()) -> PasteResult:
-    """Paste the job's crops (or ``config.edit``'s edited crops) into its source video
-    and write ``out`` (H.264, the source's timing and audio)."""
+def paste_video(job: Job | str | Path, out: str | Path, config: PasteConfig = PasteConfig(),
+                info: VideoInfo | None = None) -> PasteResult:
+    """Paste the job's crops (or ``config.edit``'s edit) into its source video and write
+    ``out`` (H.264, the source's timing and audio). ``info``: the source's probe, when
+    the caller has it."""
     if config.blend not in BLEND_MODES:
-        raise ValueError(f"blend must be one of {BLEND_MODES}, got {config.blend!r}")
+        raise InputError(f"unknown blend {config.blend!r}; choose one of {', '.join(BLEND_MODES)}.")
     job = job if isinstance(job, Job) else Job.open(job)
     track = load_track(job)
-    info = source_of(job)
+    info = source_of(job, info)
     out = check_output_path(out, inputs=[info.path], overwrite=config.overwrite)
-    if config.edit is not None and not (job.edit_dir(config.edit) / "crops").is_dir():
+    if config.edit is not None and not job.has_edit(config.edit):
         raise JobError(
             f"job {str(job.root)!r} has no edit named {config.edit!r}; "
             "run `s3edit edit` first or pick another --edit."
@@ -270,6 +263,8 @@ class _Painter:
 
     def __init__(self, job: Job, track: Track, info: VideoInfo, config: PasteConfig):
         self.job, self.track, self.info, self.config = job, track, info, config
+        self.changes = job.changes(config.edit) if config.edit is not None else None
+        self.size = int(job.require("align", "run `s3edit align VIDEO -o JOB` first.")["params"]["size"])
         coded_w, coded_h = info.coded_size
         self.c2d = coded_to_display(info.rotation, coded_w, coded_h)
         self.colorspace = sws_colorspace(info.colorspace)
@@ -288,8 +283,7 @@ class _Painter:
         """Frame -> blended Y, U, V planes (coded orientation)."""
         i = frame.index
         planes = yuv_planes(frame.av_frame)
-        original = read_crop(self.job.crop_path(i))
-        size = original.shape[0]
+        size = self.size
         transform = self.track.transforms[i] @ self.c2d  # coded px -> crop px
         box = footprint(transform, size, self.width, self.height)
         if box is None:
@@ -298,10 +292,20 @@ class _Painter:
         mask_box = warp_into(mask, transform, box, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT)
         if not mask_box.any():
             return planes
-        edited = original if self.config.edit is None else read_crop(self.job.crop_path(i, self.config.edit))
+        change = self.changes(i) if self.changes is not None else None
+        if change is not None and self.config.blend == "detail":  # no crop needed at all
+            blend_planes(planes, box, mask_box, delta_yuv=self.warp_delta_yuv(change, transform, box))
+            return planes
+        if self.config.edit is None and self.config.blend == "detail":
+            return planes  # with no edit the frame is its own best copy
+        original = self.job.read_crops([i])[0]
+        if change is not None:  # replace, with a confined edit
+            edited = np.clip(np.rint(original + change), 0, 255).astype(np.uint8)
+        else:
+            edited = original if self.config.edit is None else self.job.read_crops([i], self.config.edit)[0]
         if self.config.blend == "replace":
             blend_planes(planes, box, mask_box, self.warp_yuv(edited, transform, box))
-        elif self.config.edit is not None:  # detail; with no edit the frame is its own best copy
+        else:
             blend_planes(planes, box, mask_box, self.warp_yuv(edited, transform, box),
                          self.warp_yuv(original, transform, box))
         return planes
@@ -311,3 +315,10 @@ class _Painter:
         crop is usually upsampled here, and cubic keeps more of its detail)."""
         warped = warp_into(crop, transform, box, cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
         return rgb_to_yuv420(warped, self.colorspace)
+
+    def warp_delta_yuv(self, change: np.ndarray, transform: np.ndarray, box) -> tuple[np.ndarray, ...]:
+        """(S, S, 3) float RGB change -> its Y, U, V change over ``box`` (bicubic, as
+        ``warp_yuv``)."""
+        warped = warp_into(np.ascontiguousarray(change, np.float32), transform, box, cv2.INTER_CUBIC,
+                           cv2.BORDER_REPLICATE)
+        return rgb_delta_to_yuv420(warped, self.colorspace)

@@ -144,16 +144,9 @@ def resolve_inputs(original: str | os.PathLike, edited: str | os.PathLike) -> In
 def job_landmarks(job: Job) -> tuple[np.ndarray, np.ndarray]:
     """The align stage's smoothed landmarks (N, 68, 2) frame px and valid (N,) bool.
     N is the number of frames the job aligned (all, or the first ``--max-frames``)."""
-    from safetensors import safe_open
-
     job.require("align", "run `s3edit align VIDEO -o JOB` first, or pass the original video.")
-    try:
-        with safe_open(str(job.track_path), framework="numpy") as f:
-            landmarks, valid = f.get_tensor("landmarks"), f.get_tensor("valid")
-    except (OSError, KeyError, ValueError) as exc:
-        raise JobError(
-            f"job track {str(job.track_path)!r} is unreadable ({exc}); rerun `s3edit align`."
-        ) from exc
+    track = job.read_track("landmarks", "valid")
+    landmarks, valid = track["landmarks"], track["valid"]
     return landmarks.astype(np.float64), valid.astype(bool)
 
 

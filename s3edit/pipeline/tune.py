@@ -12,9 +12,9 @@ fresh from a preset. Objectives:
   structured sparsity (``s3edit.s3.selftrain``; needs a weight set with attribute
   heads). The new set records K, q, the clusters and the zeroed groups in config.json
   "s3" and the transforms in ``s3.safetensors``.
-- ``dva``: DVA's denoising loss only (``s3edit.train.loop``); "s3" stays null.
+- ``dva``: DVA's denoising loss only (``s3edit.train.objective``); "s3" stays null.
   With ``pairs`` (pairs files, ``s3edit.train.pairs``: the same faces without and with
-  an attribute), plus the paired-edit term ``L_pair`` (``s3edit.train.loop.PairTerm``)
+  an attribute), plus the paired-edit term ``L_pair`` (``s3edit.train.objective.PairTerm``)
   that teaches the decoder what an edit of that attribute draws; the pairs' jobs are
   loaded if they are not among the inputs (their frames then feed the paired term
   only, not DVA's loss), and the attribute must be one of the set's heads.
@@ -44,7 +44,7 @@ import torch
 from s3edit import console
 from s3edit.train.pairs import EditPairs, read_pairs, resolve_pairs
 from s3edit.errors import InputError, OutputError
-from s3edit.job import Job
+from s3edit.job import Job, default_job_dir
 from s3edit.model.config import preset as model_preset
 from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
@@ -53,8 +53,6 @@ from s3edit.train.loop import TrainConfig, make_accelerator
 from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, train_dva
 from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
-from s3edit.pipeline.edit import default_job_dir
-from s3edit.pipeline.encode import aligned_frames
 from s3edit.model.attributes import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
@@ -118,7 +116,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
             raise InputError(f"{str(p.path)!r} pairs attribute {p.attribute!r}, which the weight set has no "
                              f"head for (it has {', '.join(names)}).")
     used = sorted({p.attribute for p in pairs}, key=names.index)
-    numbers = [aligned_frames(j).indices for j in jobs]
+    numbers = [j.aligned_frames().indices for j in jobs]
     roots = [j.root for j in jobs]
     rows = [resolve_pairs(p, roots, numbers) for p in pairs]
     attribute = [torch.full((len(r),), used.index(p.attribute), dtype=torch.int64) for p, r in zip(pairs, rows)]

@@ -51,7 +51,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from s3edit.errors import InputError, OutputError, WeightsError
+from s3edit.errors import OutputError, WeightsError
 from s3edit.model.attributes import CLASSIFIER_KEYS, Classifier
 from s3edit.model.config import DVAConfig
 from s3edit.model.dva import DVA, build_dva

@@ -85,9 +85,10 @@ def aligned(aligned_master, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def encoded_master(aligned_master, small_weights, tmp_path_factory) -> Path:
     from s3edit.pipeline import encode as enc
+    from s3edit.pipeline.options import run_options
 
     root = Path(shutil.copytree(aligned_master, tmp_path_factory.mktemp("enc") / "astronaut.s3job"))
-    enc.encode_job(root, small_weights, steps=TINY.steps, batch_size=6, device="cpu")
+    enc.encode_job(root, run_options(small_weights, steps=TINY.steps, batch_size=6, device="cpu"))
     return root
 
 

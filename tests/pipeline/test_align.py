@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import s3edit.pipeline.align as pa
 from s3edit.errors import NoFaceError
 from s3edit.face.detect import make_detector
-from s3edit.job import Job
+from s3edit.job import DETECTIONS_FILE, DETECTIONS_PARTIAL, Job
 from s3edit.pipeline.align import align_video
 
 TRACK_KEYS = {"pts", "detected", "valid", "landmarks_raw", "landmarks", "quads_raw", "quads",
@@ -90,7 +90,7 @@ def test_example_clip_end_to_end(example_job):
     assert entry["done"] and entry["frames"] == n and entry["frames_with_face"] == n
     assert entry["gaps_filled"] == 0 and entry["long_gaps"] == 0
     assert entry["params"]["size"] == 256 and entry["params"]["max_gap"] == 10  # 0.4 s at 25 fps
-    assert not (example_job.align_dir / pa.PARTIAL).exists()
+    assert not (example_job.align_dir / DETECTIONS_PARTIAL).exists()
 
 
 def test_smoothing_reduces_centre_jitter(example_job):
@@ -150,14 +150,14 @@ def test_interrupted_detection_resumes(example_job, example_clip, tmp_path, monk
     root = tmp_path / "job"
     with pytest.raises(KeyboardInterrupt):
         align_video(example_clip, root, max_frames=30, size=64)
-    partial = np.load(root / "align" / pa.PARTIAL)
+    partial = np.load(root / "align" / DETECTIONS_PARTIAL)
     assert int(partial["n_frames"]) == 10  # the checkpoint at 10 frames
     use_detector(monkeypatch)
     job = align_video(example_clip, root, max_frames=30, size=64)
     assert CountingDetector.calls == 20  # only the frames after the checkpoint
-    assert not (root / "align" / pa.PARTIAL).exists()
-    ours = np.load(root / "align" / pa.DETECTIONS)
-    ref = np.load(example_job.align_dir / pa.DETECTIONS)
+    assert not (root / "align" / DETECTIONS_PARTIAL).exists()
+    ours = np.load(root / "align" / DETECTIONS_FILE)
+    ref = np.load(example_job.align_dir / DETECTIONS_FILE)
     keep = ref["frame"] < 30
     for key in ("frame", "boxes", "landmarks", "scores"):
         np.testing.assert_array_equal(ours[key], ref[key][keep], err_msg=key)

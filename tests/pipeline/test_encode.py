@@ -12,16 +12,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from s3edit.job import Job
+from s3edit.job import SEMANTICS_FILE, Job
 from s3edit.model import ddim
 from s3edit.model.config import preset
 from s3edit.model.dva import build_dva
+from s3edit.model.frames import to_model
 from s3edit.pipeline import encode as enc
+from s3edit.pipeline.options import run_options
+from s3edit.weights.load import load_weights, weights_fingerprint
 
 
 def test_latents_hold_every_valid_frame(encoded_master, small_weights, tiny):
     job = Job.open(encoded_master)
-    frames = enc.aligned_frames(job)
+    frames = job.aligned_frames()
     lat = enc.load_latents(job)
     V = len(frames.indices)
     assert V >= tiny.frames - 2  # the astronaut is found in (nearly) every frame
@@ -37,38 +40,38 @@ def test_latents_hold_every_valid_frame(encoded_master, small_weights, tiny):
     assert torch.cat([c["index"] for c in chunks]).tolist() == frames.indices.tolist()
     entry = job.stage("encode")
     assert entry["done"] and entry["params"]["steps"] == tiny.steps
-    assert entry["params"]["weights"] == enc.weights_fingerprint(small_weights)
+    assert entry["params"]["weights"] == weights_fingerprint(small_weights)
 
 
 def test_x_T_is_the_ddim_inversion_of_each_crop(encoded_master, small_weights, tiny):
     job = Job.open(encoded_master)
     lat = enc.load_latents(job)
-    lw = enc.load_weights(small_weights, torch.device("cpu"))
+    lw = load_weights(small_weights, torch.device("cpu"))
     index, x_T = next(enc.iter_x_T(lat))
-    crops = enc.read_crops([job.crop_path(int(i)) for i in index[:2]], 32)
+    crops = to_model(job.read_crops(index[:2].numpy()), 32)
     expected = ddim.ddim_encode(lw.model, crops, lat.z_face[lat.rows(index[:2])], tiny.steps)
     torch.testing.assert_close(x_T[:2], expected, rtol=0, atol=2e-3)  # fp16 on disk
 
 
 def test_rerun_skips_and_other_steps_reencode(encoded, small_weights, tiny):
     before = {p.name: p.stat().st_mtime_ns for p in (encoded / "latents").iterdir()}
-    enc.encode_job(encoded, small_weights, steps=tiny.steps, device="cpu")
+    enc.encode_job(encoded, run_options(small_weights, steps=tiny.steps, device="cpu"))
     assert before == {p.name: p.stat().st_mtime_ns for p in (encoded / "latents").iterdir()}
-    enc.encode_job(encoded, small_weights, steps=3, batch_size=50, device="cpu")
+    enc.encode_job(encoded, run_options(small_weights, steps=3, batch_size=50, device="cpu"))
     job = Job.open(encoded)
     assert job.stage("encode")["params"]["steps"] == 3
     assert len(enc.load_latents(job).chunks) == 1  # the old 6-frame chunks are gone
     # only the DDIM part depends on the steps: the semantics were kept
-    sem = encoded / "latents" / enc.SEMANTICS_FILE
-    assert sem.stat().st_mtime_ns == before[enc.SEMANTICS_FILE]
+    sem = encoded / "latents" / SEMANTICS_FILE
+    assert sem.stat().st_mtime_ns == before[SEMANTICS_FILE]
 
 
 def test_other_weights_reencode(encoded, tmp_path, make_weight_set, tiny):
     other = make_weight_set(tmp_path / "other", seed=1)
     old = enc.load_latents(Job.open(encoded)).z_id
-    enc.encode_job(encoded, other, steps=tiny.steps, device="cpu")
+    enc.encode_job(encoded, run_options(other, steps=tiny.steps, device="cpu"))
     job = Job.open(encoded)
-    assert job.stage("encode")["params"]["weights"] == enc.weights_fingerprint(other)
+    assert job.stage("encode")["params"]["weights"] == weights_fingerprint(other)
     assert not torch.equal(enc.load_latents(job).z_id, old)
 
 
@@ -84,12 +87,12 @@ def test_interrupted_encode_resumes_at_the_next_chunk(aligned, small_weights, en
 
     monkeypatch.setattr(ddim, "ddim_encode", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        enc.encode_job(aligned, small_weights, steps=tiny.steps, batch_size=6, device="cpu")
+        enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu"))
     kept = sorted((aligned / "latents").glob("xT.*"))
     assert len(kept) == 2 and not Job.open(aligned).is_done("encode")
     mtimes = [p.stat().st_mtime_ns for p in kept]
     calls["n"] = -100
-    enc.encode_job(aligned, small_weights, steps=tiny.steps, batch_size=6, device="cpu")
+    enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu"))
     assert [p.stat().st_mtime_ns for p in kept] == mtimes  # finished chunks were not redone
     assert calls["n"] == -100 + len(enc.load_latents(Job.open(aligned)).chunks) - 2
     # and the result equals an uninterrupted run
@@ -114,12 +117,13 @@ def test_cli_encode(cli, aligned, small_weights):
                  "--batch-size", "16", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["params"]["steps"] == 2 and summary["frames"] == len(enc.aligned_frames(Job.open(aligned)).indices)
+    assert summary["params"]["steps"] == 2 and summary["frames"] == len(Job.open(aligned).aligned_frames().indices)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "--steps must be between 1 and 1000"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--steps", "0"], "Invalid value for '--steps'"),
+    (["--steps", "1001"], "--steps must be between 1 and 1000"),
+    (["--device", "tpu"], "Invalid value for '--device'"),
     (["--weights", "/nonexistent/set"], "does not exist"),
 ])
 def test_cli_encode_errors(cli, aligned, small_weights, args, message):

@@ -124,7 +124,7 @@ def test_glasses_job_unless_glasses_needs_an_eyeglasses_head(run, make_folder, t
 def test_export_default_ships_a_float16_set_with_its_hashes(run, tmp_path):
     from safetensors import safe_open
 
-    from s3edit.weights.download import sha256_file
+    from s3edit.weights.hashing import sha256_file
     from s3edit.weights.registry import load_registry, resolve_weights
     from s3edit.weights.weightset import load_weight_set, random_weight_set
 
