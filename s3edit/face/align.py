@@ -181,8 +181,3 @@ def warp_crop(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray
         to_region = shift @ small_to_region
     m = (t @ to_region)[:2]
     return cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=BORDER)
-
-
-def warp_crops(images: np.ndarray, transforms: np.ndarray, size: int) -> np.ndarray:
-    """Batched ``warp_crop``: (B, H, W, 3) uint8 and (B, 3, 3) -> (B, size, size, 3)."""
-    return np.stack([warp_crop(im, t, size) for im, t in zip(images, transforms)])

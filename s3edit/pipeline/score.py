@@ -43,7 +43,7 @@ from s3edit.video.io import VideoInfo, iter_frames, probe
 
 
 class AttributePredictor(Protocol):
-    """Attribute heads (the model issue provides them): (N, A) logits per face."""
+    """Attribute heads (a weight set's classifier, ``score_nets``): (N, A) logits per face."""
 
     names: list[str]
 

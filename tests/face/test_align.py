@@ -108,16 +108,6 @@ def test_smoothing_reduces_jitter():
     assert step(smooth) < 0.5 * step(raw)
 
 
-def test_batched_warp_matches_single():
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
-    quad = np.array([[5.0, 5.0], [8.0, 30.0], [33.0, 27.0], [30.0, 2.0]])
-    t = fa.quad_to_transform(quad, 24)
-    batch = fa.warp_crops(images, np.stack([t, t]), 24)
-    assert batch.shape == (2, 24, 24, 3)
-    np.testing.assert_array_equal(batch[1], fa.warp_crop(images[1], t, 24))
-
-
 @pytest.mark.parametrize("size", [64, 256])
 def test_astronaut_crop_centres_the_face(size):
     from skimage import data

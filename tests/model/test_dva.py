@@ -116,7 +116,7 @@ def test_bisenet_logits_have_input_size():
 @pytest.mark.parametrize("name, trained, fp16_mb", [("default-64", 3_196_131, 18), ("default-128", None, 50)])
 def test_default_presets_are_offline_and_fit_the_shipping_limit(name, trained, fp16_mb):
     """The default model's architectures need no weights but their own (dlib's identity
-    net, align's landmarks) and stay under issue 6's 50 MB in float16."""
+    net, align's landmarks) and stay under the 50 MB a shipped set may take in float16."""
     config = preset(name)
     assert (config.id_encoder, config.id_dim, config.lnd_encoder, config.face_parser) == ("dlib", 128, "external", False)
     model = build_dva(config, device="meta")

@@ -47,7 +47,7 @@ def test_full_config_matches_dva_checkpoint_table(dva_reference_table):
 def test_full_unet_has_dvas_parameter_count():
     model = build_dva(preset("dva-256"), device="meta")  # shapes only: no memory, no init time
     unet_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder."))
-    assert unet_params == 190_576_643  # DESIGN §3: 190.6 M
+    assert unet_params == 190_576_643  # the UNet of DVA's released checkpoint: 190.6 M
     assert round(unet_params / 1e6, 1) == 190.6
 
 

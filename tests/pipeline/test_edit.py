@@ -91,7 +91,7 @@ def test_unknown_attribute_lists_the_closest_names(small_weights):
 
 
 def test_untuned_cluster_transforms_change_nothing(small_weights):
-    """With S3 routing, an untuned T_k adds exactly 0: DVA's edit (DESIGN §4)."""
+    """With S3 routing, an untuned T_k adds exactly 0: DVA's edit (docs/s3editor.md)."""
     ws = load_weight_set(small_weights)
     clusters = routing.cluster_attributes(routing.attribute_embeddings(ws.classifier.weight), ws.classifier.names)
     D = ws.config.id_dim

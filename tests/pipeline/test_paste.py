@@ -32,7 +32,7 @@ from s3edit.pipeline.paste import (
 )
 from s3edit.video.io import VideoWriter, iter_frames, probe, yuv_planes
 
-MIN_PSNR = 40.0  # issue 2: the round trip must reach 40 dB over the whole frame
+MIN_PSNR = 40.0  # the paste round trip reaches 40 dB over the whole frame
 
 
 @pytest.fixture(autouse=True)

@@ -202,7 +202,7 @@ def test_pairs_need_attribute_heads(cli, job, twins, tmp_path):
     assert result.exit_code == 1 and "--pairs needs a weight set with attribute heads" in result.stderr
 
 
-# --- edit through the tuned model (DESIGN §4: routing, sparse T_k) --------------------------
+# --- edit through the tuned model (docs/s3editor.md: routing, sparse T_k) -------------------
 
 
 def with_s3(src: Path, dst: Path, tuned_from: Path | None = None, last: str = "keep") -> Path:

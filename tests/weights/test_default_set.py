@@ -1,4 +1,4 @@
-"""The bundled default weight set (issue 6): registered, intact, small, documented, and
+"""The bundled default weight set: registered, intact, small, documented, and
 README's main command (`s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scale
 0.6`) runs with it offline, without --weights."""
 
@@ -22,7 +22,7 @@ CREDITS = ("doi:10.6084/m9.figshare.5047666.v5", "doi:10.6084/m9.figshare.422051
 def default_folder():
     registry = load_registry(REGISTRY_PATH)
     entry = registry.entries[registry.default]
-    assert entry.kind == "bundled" and entry.shipped, "the default weight set must ship (issue 6)"
+    assert entry.kind == "bundled" and entry.shipped, "the default weight set must ship"
     return resolve_weights(None, registry), entry
 
 
