@@ -1,8 +1,9 @@
 """The ``s3edit`` application: registers commands, holds the one error boundary.
 
 Known errors (``S3EditError``, OS errors on user paths) print one line on stderr and
-exit 1; anything else is a bug and prints one line asking for ``S3EDIT_DEBUG=1``,
-which shows the traceback."""
+exit 1; Ctrl-C prints one line saying that rerunning continues, and exits 130; anything
+else is a bug and prints one line asking for ``S3EDIT_DEBUG=1``, which shows the
+traceback."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from typer.core import TyperGroup
 
 from s3edit import __version__, console
 from s3edit.errors import S3EditError
+from s3edit.paths import describe_os_error
 
 DEBUG_ENV = "S3EDIT_DEBUG"
 INTERNAL_ERROR_EXIT = 3
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C
+INTERRUPTED = ("interrupted: nothing was left half-written; rerun the same command to continue from the "
+               "work already saved.")
 
 
 def fail(message: str, exit_code: int = 1) -> typer.Exit:
@@ -26,8 +31,9 @@ def fail(message: str, exit_code: int = 1) -> typer.Exit:
 
 
 def _describe_os_error(exc: OSError) -> str:
-    what = exc.strerror or exc.__class__.__name__
-    return f"{what}: {exc.filename}" if exc.filename else str(exc)
+    """An OS error that reached the boundary as one sentence: which path, what went
+    wrong, what to do (``s3edit.paths.describe_os_error``)."""
+    return describe_os_error(exc)
 
 
 class ErrorBoundaryGroup(TyperGroup):
@@ -39,6 +45,11 @@ class ErrorBoundaryGroup(TyperGroup):
             return super().invoke(ctx)
         except (click.ClickException, typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: every write is atomic, so nothing is half-written
+            if os.environ.get(DEBUG_ENV):
+                raise
+            click.echo(f"\n{INTERRUPTED}", err=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         except S3EditError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise

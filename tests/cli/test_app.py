@@ -50,11 +50,31 @@ def test_user_errors_are_one_line_with_exit_1(cli, failing_app, monkeypatch):
     assert result.stderr == "error: input 'x.mp4' does not exist.\n"
 
 
-def test_os_errors_name_the_file(cli, failing_app, monkeypatch):
+@pytest.mark.parametrize("exc, message", [
+    (PermissionError(13, "Permission denied", "/nonexistent/out.mp4"),
+     "cannot write '/nonexistent/out.mp4': permission denied; choose a path you can write, or change its "
+     "permissions."),
+    (OSError(30, "Read-only file system", "ro/job"),
+     "cannot write 'ro/job': the file system is read-only; choose a folder on a writable disk."),
+    (OSError(28, "No space left on device", "out.mp4"),
+     "cannot write 'out.mp4': no space left on the device; free some space or choose a folder on another "
+     "disk, then rerun."),
+    (OSError(28, "No space left on device"),
+     "no space left on the device; free some space or choose a folder on another disk, then rerun."),
+    (OSError(28, "No space left on device", "out/.tmp-clip_x-k3v9a_2q.mp4"),  # FFmpeg names the temporary file
+     "cannot write 'out/clip_x.mp4': no space left on the device; free some space or choose a folder on "
+     "another disk, then rerun."),
+    (FileNotFoundError(2, "No such file or directory", "a/b.mp4"), "'a/b.mp4' does not exist; check the path."),
+    (OSError(5, "Input/output error", "clip.mp4"),
+     "cannot use 'clip.mp4': input/output error; the disk or network share may be failing; check it and rerun."),
+    (OSError("could not write x.png"),
+     "could not write x.png; check that the folder can be written and its disk has space, then rerun."),
+], ids=["permission", "read-only", "full", "full-unnamed", "full-temporary", "missing", "io", "no-errno"])
+def test_os_errors_say_which_path_and_what_to_do(cli, failing_app, monkeypatch, exc, message):
     monkeypatch.delenv(app_module.DEBUG_ENV, raising=False)
-    failing_app["exc"] = PermissionError(13, "Permission denied", "/root/out.mp4")
+    failing_app["exc"] = exc
     result = cli("boom-test")
-    assert result.exit_code == 1 and result.stderr == "error: Permission denied: /root/out.mp4\n"
+    assert result.exit_code == 1 and result.stderr == f"error: {message}\n"
 
 
 def test_bugs_say_how_to_get_the_traceback(cli, failing_app, monkeypatch):
@@ -77,3 +97,11 @@ def test_exit_and_usage_errors_pass_through(cli, failing_app):
     failing_app["exc"] = typer.Exit(0)
     assert cli("boom-test").exit_code == 0
     assert cli("align").exit_code == 2  # click's usage error: missing argument
+
+
+def test_ctrl_c_says_how_to_continue(cli, failing_app, monkeypatch):
+    monkeypatch.delenv(app_module.DEBUG_ENV, raising=False)
+    failing_app["exc"] = KeyboardInterrupt()
+    result = cli("boom-test")
+    assert result.exit_code == 130
+    assert result.stderr == f"\n{app_module.INTERRUPTED}\n" and "Traceback" not in result.stderr
