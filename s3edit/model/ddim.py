@@ -7,32 +7,39 @@ back (x_T -> x0), over one model contract::
         cond (N, D) float         condition (z_face for DVA)
         eps  (N, C, H, W)         predicted noise (epsilon parameterisation)
 
-The noise schedule and the DDIM update are diffusers' ``DDIMScheduler`` (decode) and
-``DDIMInverseScheduler`` (encode), with the schedule DVA / DiffAE train on (T = 1000,
-linear betas 1e-4 -> 0.02, epsilon prediction), no clipping of x0, eta = 0. With S steps both
-use the timesteps 0, T//S, 2T//S, ... ("leading" spacing, as DiffAE's ``ddim{S}``).
+Two samplers share the schedule DVA trains on (T = 1000, linear betas 1e-4 -> 0.02,
+epsilon prediction; DVA inherits it from DiffAE's template), eta = 0 and the timesteps
+0, T//S, 2T//S, ... of S steps ("leading" spacing, DVA's ``ddim{S}``); docs/sampler.md
+sets them side by side.
 
-Pairing (why encode and decode invert each other step by step): decoding at timestep t
-moves x from alpha_bar[t] to alpha_bar[t - T//S] (1.0 below 0) with eps(x, t); the
-inverse scheduler, called with the same t, moves it back. Encoding therefore runs
-t = 0, T//S, ..., T - T//S, from the clean frame (alpha_bar = 1) up to
+``s3edit`` (the default of the bundled and tuned sets): diffusers' ``DDIMScheduler``
+(decode) and ``DDIMInverseScheduler`` (encode), no clipping of x0. Decoding at
+timestep t moves x from alpha_bar[t] to alpha_bar[t - T//S] (1.0 below 0) with
+eps(x, t); the inverse scheduler, called with the same t, moves it back. Encoding
+therefore runs t = 0, T//S, ..., T - T//S, from the clean frame (alpha_bar = 1) up to
 alpha_bar[T - T//S], exactly where decoding starts, and evaluates the model at that same
 t (the timestep the decoder will use to undo the step; the only approximation is that
-the model sees x before the step rather than after). Both directions run the model at
-0, T//S, ..., T - T//S.
+the model sees x before the step rather than after). encode -> decode is exact up to
+this inversion error, which shrinks in proportion to 1/S (tests/model/test_ddim.py).
 
-DVA's own encoder differs: it takes the clean frame to sit at alpha_bar[0] rather than
-1, evaluates the model where the sample is (t = 0, T//S, ..., T - 2·T//S: one step
-fewer, each at the timestep before the decoder's) and clips its x0 predictions to
-[-1, 1]. We do none of these, so encode -> decode is exact up to the DDIM inversion
-error, which shrinks in proportion to 1/S (tests/model/test_ddim.py); evaluating where
-the sample is gave about twice the round-trip error on a small UNet. docs/sampler.md
-sets the two samplers side by side.
+``dva`` (the default of sets imported from DVA): DVA's own encode and decode, step for
+step (its ``encode_stochastic`` / ``ddim_reverse_sample_loop`` and ``render`` /
+``ddim_sample_loop``). The encoder takes the clean frame to sit at alpha_bar[0], not 1,
+and evaluates the model where the sample is: t = 0, T//S, ..., T - 2·T//S (S - 1 steps;
+DiffAE's encoder, which DVA's derives from, takes one more, to alpha_bar = 0), each
+going from alpha_bar[t] to alpha_bar[t + T//S], so it stops at alpha_bar[T - T//S] where
+decoding starts. Both directions clip the predicted x0 to [-1, 1] and re-derive eps from
+the clipped x0 before the step. The decoder is diffusers' ``DDIMScheduler`` with
+``clip_sample`` and ``use_clipped_model_output``; the encoder step is written out
+(``dva_inverse_step``) because diffusers' inverse scheduler pairs a step with the
+decoder's timestep and keeps the raw eps after clipping. DVA spaces S steps that do
+not divide T differently from diffusers, so the ``dva`` sampler takes only S dividing T.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Precision = Literal["fp32", "bf16", "fp16"]
+Sampler = Literal["s3edit", "dva"]  # module docstring; docs/sampler.md
 StepCallback = Callable[[int], None]  # called with the number of steps just done (1)
 
 # DVA's diffusion (Kim et al., 2023; the template it inherits from DiffAE): docs/sampler.md.
@@ -57,30 +65,39 @@ _SCHEDULE = dict(
     beta_end=BETA_END,
     beta_schedule="linear",
     prediction_type="epsilon",
-    clip_sample=False,
-    set_alpha_to_one=True,  # decode ends on alpha_bar = 1; encode starts there
+    clip_sample=False,  # True for DVA's decoder (decode_scheduler(clip=True))
+    set_alpha_to_one=True,  # decode ends on alpha_bar = 1 (both samplers); s3edit's encode starts there
     steps_offset=0,
-    timestep_spacing="leading",  # 0, T//S, 2T//S, ... as DiffAE's space_timesteps("ddimS")
+    timestep_spacing="leading",  # 0, T//S, 2T//S, ...: DVA's space_timesteps("ddimS") for S dividing T
 )
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_steps(steps: int) -> int:
+def check_steps(steps: int, sampler: Sampler = "s3edit") -> int:
+    """``steps`` in 1..T; for the ``dva`` sampler also a divisor of T (module docstring)."""
     if not 1 <= steps <= NUM_TRAIN_TIMESTEPS:
         raise ValueError(f"DDIM steps must be in 1..{NUM_TRAIN_TIMESTEPS}, got {steps}")
+    if sampler == "dva" and NUM_TRAIN_TIMESTEPS % steps:
+        raise ValueError(f"DVA's sampler takes DDIM steps that divide {NUM_TRAIN_TIMESTEPS}, got {steps}")
     return steps
+
+
+def encode_passes(steps: int, sampler: Sampler = "s3edit") -> int:
+    """Network passes per frame of an encode: S for ``s3edit``, S - 1 for ``dva``."""
+    return steps - 1 if sampler == "dva" else steps
 
 
 # diffusers is imported where it is used: it costs seconds, and `s3edit --help` or
 # `align` should not pay for it.
 
 
-def decode_scheduler(steps: int) -> "DDIMScheduler":
-    """diffusers' DDIM (x_T -> x0) with DVA's schedule, timesteps set for ``steps``."""
+def decode_scheduler(steps: int, clip: bool = False) -> "DDIMScheduler":
+    """diffusers' DDIM (x_T -> x0) with DVA's schedule, timesteps set for ``steps``;
+    ``clip``: x0 predictions clipped to [-1, 1] (DVA's decoder)."""
     from diffusers import DDIMScheduler
 
-    scheduler = DDIMScheduler(**_SCHEDULE)
+    scheduler = DDIMScheduler(**{**_SCHEDULE, "clip_sample": clip})
     scheduler.set_timesteps(check_steps(steps))
     return scheduler
 
@@ -119,6 +136,59 @@ def _eps(eps_model: EpsModel, x: torch.Tensor, t: int, cond: torch.Tensor,
     return eps.to(x.dtype)
 
 
+def _decode_step(scheduler: "DDIMScheduler", eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
+    """One decode step alpha_bar[t] -> alpha_bar[t - T//S]; a clipping scheduler (DVA's)
+    re-derives eps from the clipped x0, as DVA's ``ddim_sample`` does."""
+    clip = bool(scheduler.config.clip_sample)
+    return scheduler.step(eps, t, x, eta=0.0, use_clipped_model_output=clip).prev_sample
+
+
+def dva_inverse_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor | float,
+                     alpha_bar_next: torch.Tensor | float, clip: bool = True) -> torch.Tensor:
+    """One step of DVA's encoder (its ``ddim_reverse_sample``), from noise level
+    ``alpha_bar`` up to ``alpha_bar_next``, with eps evaluated at x itself (DDIM's Eq. 12,
+    Song et al. 2021, run forward in t)::
+
+        x0     = (x - sqrt(1 - a) · eps) / sqrt(a)        clipped to [-1, 1] when ``clip``
+        eps'   = (x - sqrt(a) · x0) / sqrt(1 - a)          (= eps when nothing was clipped)
+        x_next = sqrt(a_next) · x0 + sqrt(1 - a_next) · eps'
+
+    Written out rather than taken from diffusers' ``DDIMInverseScheduler``: that one
+    keeps the raw eps after clipping x0, where DVA re-derives it."""
+    a = torch.as_tensor(alpha_bar, dtype=x.dtype, device=x.device)
+    a_next = torch.as_tensor(alpha_bar_next, dtype=x.dtype, device=x.device)
+    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    if clip:
+        x0 = x0.clamp(-1, 1)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
+@torch.no_grad()
+def dva_encode(
+    eps_model: EpsModel,
+    x0: torch.Tensor,
+    cond: torch.Tensor,
+    steps: int = DEFAULT_STEPS,
+    precision: Precision = "fp32",
+    callback: StepCallback | None = None,
+    clip: bool = True,
+) -> torch.Tensor:
+    """DVA's encoder: clean frames x0 (N, C, H, W), taken to sit at alpha_bar[0], ->
+    x_T at alpha_bar[T - T//S] by S - 1 ``dva_inverse_step``s at t = 0, T//S, ...,
+    T - 2·T//S under ``cond`` (N, D). ``clip=False`` leaves x0 unclipped (for tests)."""
+    check_steps(steps, "dva")
+    alphas = decode_scheduler(steps).alphas_cumprod
+    timesteps = encode_scheduler(steps).timesteps.tolist()  # 0, Δ, ..., T - Δ
+    x = x0
+    for t, t_next in itertools.pairwise(timesteps):
+        eps = _eps(eps_model, x, t, cond, precision)
+        x = dva_inverse_step(x, eps, alphas[t], alphas[t_next], clip)
+        if callback is not None:
+            callback(1)
+    return x
+
+
 @torch.no_grad()
 def ddim_encode(
     eps_model: EpsModel,
@@ -127,9 +197,13 @@ def ddim_encode(
     steps: int = DEFAULT_STEPS,
     precision: Precision = "fp32",
     callback: StepCallback | None = None,
+    sampler: Sampler = "s3edit",
 ) -> torch.Tensor:
-    """Clean frames x0 (N, C, H, W) in [-1, 1] -> noise maps x_T (N, C, H, W), by
-    ``steps`` deterministic inverse DDIM steps under ``cond`` (N, D)."""
+    """Clean frames x0 (N, C, H, W) in [-1, 1] -> noise maps x_T (N, C, H, W) under
+    ``cond`` (N, D): ``steps`` inverse DDIM steps (``s3edit``), or DVA's S - 1
+    (``dva``, ``dva_encode``)."""
+    if sampler == "dva":
+        return dva_encode(eps_model, x0, cond, steps, precision, callback)
     scheduler = encode_scheduler(steps)
     x = x0
     for t in scheduler.timesteps.tolist():
@@ -148,14 +222,16 @@ def ddim_decode(
     steps: int = DEFAULT_STEPS,
     precision: Precision = "fp32",
     callback: StepCallback | None = None,
+    sampler: Sampler = "s3edit",
 ) -> torch.Tensor:
-    """Noise maps x_T (N, C, H, W) -> frames x0 (N, C, H, W) (about [-1, 1], not
-    clipped), by ``steps`` deterministic DDIM steps (eta = 0) under ``cond`` (N, D)."""
-    scheduler = decode_scheduler(steps)
+    """Noise maps x_T (N, C, H, W) -> frames x0 (N, C, H, W), by ``steps``
+    deterministic DDIM steps (eta = 0) under ``cond`` (N, D). ``s3edit``: about [-1, 1],
+    not clipped; ``dva``: x0 clipped to [-1, 1] at every step, so the frame is too."""
+    scheduler = decode_scheduler(check_steps(steps, sampler), clip=sampler == "dva")
     x = x_T
     for t in scheduler.timesteps.tolist():
         eps = _eps(eps_model, x, t, cond, precision)
-        x = scheduler.step(eps, t, x, eta=0.0).prev_sample  # alpha_bar[t] -> alpha_bar[t-Δ]
+        x = _decode_step(scheduler, eps, t, x)  # alpha_bar[t] -> alpha_bar[t-Δ]
         if callback is not None:
             callback(1)
     return x
@@ -172,6 +248,7 @@ def ddim_decode_in_region(
     precision: Precision = "fp32",
     callback: StepCallback | None = None,
     edit_start: int = NUM_TRAIN_TIMESTEPS,
+    sampler: Sampler = "s3edit",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM decode of x_T (N, C, H, W) under ``cond`` (N, D) inside ``region`` and under
     ``plain`` (N, D) outside it: an edit confined to a region, as Blended Latent
@@ -187,18 +264,18 @@ def ddim_decode_in_region(
     Couairon et al. 2023, is ``edit_start`` / T). Returns (edited, plain) frames (N, C,
     H, W): the confined edit and the plain decode (the reconstruction), equal outside
     the region. With ``region`` all ones and the default ``edit_start``, ``edited`` is
-    ``ddim_decode`` under ``cond``; with all zeros, under ``plain``."""
-    scheduler = decode_scheduler(steps)
+    ``ddim_decode`` under ``cond``; with all zeros, under ``plain`` (the same
+    ``sampler``'s decode step either way)."""
+    scheduler = decode_scheduler(check_steps(steps, sampler), clip=sampler == "dva")
     n = x_T.shape[0]
     edited, kept = None, x_T  # None while the two trajectories are still one
     for t in scheduler.timesteps.tolist():
         if t < edit_start:
             x = torch.cat([kept if edited is None else edited, kept])
-            x = scheduler.step(_eps(eps_model, x, t, torch.cat([cond, plain]), precision), t, x,
-                               eta=0.0).prev_sample
+            x = _decode_step(scheduler, _eps(eps_model, x, t, torch.cat([cond, plain]), precision), t, x)
             edited, kept = x[n:] + region * (x[:n] - x[n:]), x[n:]
         else:
-            kept = scheduler.step(_eps(eps_model, kept, t, plain, precision), t, kept, eta=0.0).prev_sample
+            kept = _decode_step(scheduler, _eps(eps_model, kept, t, plain, precision), t, kept)
         if callback is not None:
             callback(1)
     return (kept if edited is None else edited), kept

@@ -199,3 +199,167 @@ def test_decode_in_region_applies_the_edit_only_below_edit_start():
     never, _ = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, ones, 8, edit_start=0)
     assert torch.equal(never, ddim.ddim_decode(eps_model, x_T, plain, 8))  # one trajectory, as the plain decode
 
+
+
+# --- DVA's sampler -----------------------------------------------------------------------
+# The reference below is DDIM (Song et al. 2021, Eq. 12 with sigma = 0) written out here
+# in float64 on a schedule built here, in the form DVA's GaussianDiffusionBeatGans uses:
+# x0 = sqrt(1/a) x - sqrt(1/a - 1) eps, clipped; eps re-derived from the clipped x0.
+
+REF_ALPHAS = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+
+
+def ref_step(x, eps, a, a_to, clip):
+    """DDIM from noise level a to a_to (either direction), eps evaluated at x."""
+    a, a_to = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(a_to, dtype=torch.float64)
+    x0 = (1 / a).sqrt() * x - (1 / a - 1).sqrt() * eps
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    eps = ((1 / a).sqrt() * x - x0) / (1 / a - 1).sqrt()
+    return x0 * a_to.sqrt() + (1 - a_to).sqrt() * eps
+
+
+def ref_dva_encode(model, x0, cond, steps, clip=True):
+    """DVA's encoder: from alpha_bar[0], S - 1 steps at t = 0, Δ, ..., T - 2Δ."""
+    delta, x, seen = 1000 // steps, x0, []
+    for t in range(0, 1000 - delta, delta):
+        seen.append(t)
+        x = ref_step(x, model(x, torch.full((len(x),), t), cond), REF_ALPHAS[t], REF_ALPHAS[t + delta], clip)
+    return x, seen
+
+
+def ref_dva_decode(model, x_T, cond, steps, clip=True):
+    """DVA's decoder: t = T - Δ, ..., 0, each from alpha_bar[t] to alpha_bar[t - Δ] (1 below 0)."""
+    delta, x, seen = 1000 // steps, x_T, []
+    for t in range(1000 - delta, -1, -delta):
+        seen.append(t)
+        a_to = REF_ALPHAS[t - delta] if t >= delta else torch.tensor(1.0, dtype=torch.float64)
+        x = ref_step(x, model(x, torch.full((len(x),), t), cond), REF_ALPHAS[t], a_to, clip)
+    return x, seen
+
+
+def recording(model):
+    """``model`` that also records the timestep of each call."""
+    seen = []
+
+    def eps_model(x, t, cond):
+        seen.append(int(t[0]))
+        return model(x, t, cond)
+
+    return eps_model, seen
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_dva_inverse_step_is_ddim_reversed(clip):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 1.5
+    eps = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    for t, t_next in ((0, 10), (490, 500), (980, 990)):
+        a, a_next = REF_ALPHAS[t], REF_ALPHAS[t_next]
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        assert clip is False or (x0.abs() > 1).any()  # the clipping is exercised
+        got = ddim.dva_inverse_step(x, eps, a, a_next, clip=clip)
+        torch.testing.assert_close(got, ref_step(x, eps, a, a_next, clip), rtol=0, atol=1e-9)
+    # unclipped, the step is the plain DDIM inversion (the inverse scheduler's map)
+    plain = ddim.dva_inverse_step(x, eps, REF_ALPHAS[0], REF_ALPHAS[10], clip=False)
+    x0 = (x - (1 - REF_ALPHAS[0]).sqrt() * eps) / REF_ALPHAS[0].sqrt()
+    torch.testing.assert_close(plain, REF_ALPHAS[10].sqrt() * x0 + (1 - REF_ALPHAS[10]).sqrt() * eps,
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_dva_decode_step_is_ddim_with_the_clipped_x0(clip):
+    sched = ddim.decode_scheduler(100, clip=clip)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 1.5
+    eps = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    for t in (990, 500, 0):
+        a_to = REF_ALPHAS[t - 10] if t else torch.tensor(1.0, dtype=torch.float64)
+        got = ddim._decode_step(sched, eps, t, x)
+        # diffusers keeps alpha_bar in float32: 1e-6, not 1e-12
+        torch.testing.assert_close(got, ref_step(x, eps, REF_ALPHAS[t], a_to, clip), rtol=0, atol=1e-5)
+
+
+def test_dva_sampler_runs_dvas_loops_step_for_step():
+    """Encode from alpha_bar[0] at t = 0 .. T - 2Δ (S - 1 calls), decode at T - Δ .. 0
+    (S calls), x0 clipped both ways: equal to the loops written out above."""
+    model = oracle_plus(random_unet(dtype=torch.float64), weight=1.0)
+    x0, cond = frames(2, torch.float64)
+    x0 = (x0 * 4).clamp(-1, 1)  # faces reach the ends of [-1, 1]: the clipping acts
+    steps = 10
+    eps_model, seen = recording(model)
+    x_T = ddim.ddim_encode(eps_model, x0, cond, steps, sampler="dva")
+    ref_T, ref_seen = ref_dva_encode(model, x0, cond, steps)
+    assert seen == ref_seen == list(range(0, 900, 100))
+    torch.testing.assert_close(x_T, ref_T, rtol=0, atol=1e-5)
+    seen.clear()
+    out = ddim.ddim_decode(eps_model, x_T, cond, steps, sampler="dva")
+    ref_out, ref_seen = ref_dva_decode(model, ref_T, cond, steps)
+    assert seen == ref_seen == list(range(900, -1, -100))
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+    assert out.abs().max() <= 1  # the last x0 is clipped, and the last step lands on it
+    # the clipping changed something (else this test would not tell the samplers apart)
+    unclipped, _ = ref_dva_encode(model, x0, cond, steps, clip=False)
+    assert (unclipped - ref_T).abs().max() > 1e-3
+    torch.testing.assert_close(ddim.dva_encode(model, x0, cond, steps, clip=False), unclipped, rtol=0, atol=1e-5)
+
+
+def test_dva_round_trip_of_a_constant_eps_is_off_by_its_start():
+    """With eps independent of x and t (and nothing clipped) s3edit's round trip is exact;
+    DVA's returns the x0 its first step predicts from x0 taken at alpha_bar[0]:
+    (x0 - sqrt(1 - a0) eps) / sqrt(a0), about 0.01 eps away."""
+    eps0 = torch.randn(1, 3, 8, 8, dtype=torch.float64) * 0.5
+
+    def constant(x, t, cond):
+        return eps0.expand_as(x)
+
+    x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64) - 0.5
+    cond = torch.zeros(2, 1, dtype=torch.float64)
+    x_T = ddim.ddim_encode(constant, x0, cond, 50, sampler="dva")
+    a0 = REF_ALPHAS[0]
+    expected = (x0 - (1 - a0).sqrt() * eps0) / a0.sqrt()
+    torch.testing.assert_close(ddim.ddim_decode(constant, x_T, cond, 50, sampler="dva"), expected,
+                               rtol=0, atol=1e-5)
+    assert (expected - x0).abs().max() > 1e-3
+
+
+def test_dva_round_trip_converges_and_errs_about_twice_s3edits():
+    model = oracle_plus(random_unet(dtype=torch.float64))
+    x0, cond = frames(1, torch.float64)
+    errors = {}
+    for steps in (10, 40):
+        for sampler in ("s3edit", "dva"):
+            x_T = ddim.ddim_encode(model, x0, cond, steps, sampler=sampler)
+            out = ddim.ddim_decode(model, x_T, cond, steps, sampler=sampler)
+            errors[sampler, steps] = (out - x0).pow(2).mean().sqrt().item()
+    assert errors["dva", 10] > 2 * errors["dva", 40]  # first order in the step size, as s3edit's
+    for steps in (10, 40):  # measured 1.6 and 1.9 times
+        assert 1.3 * errors["s3edit", steps] < errors["dva", steps] < 3 * errors["s3edit", steps], errors
+
+
+def test_dva_sampler_counts_and_refuses_steps_it_cannot_space():
+    calls = []
+    model = oracle_plus(random_unet())
+    x0, cond = frames(1)
+    x_T = ddim.ddim_encode(model, x0, cond, 5, callback=calls.append, sampler="dva")
+    assert sum(calls) == ddim.encode_passes(5, "dva") == 4 and ddim.encode_passes(5) == 5
+    ddim.ddim_decode(model, x_T, cond, 5, callback=calls.append, sampler="dva")
+    assert sum(calls) == 9
+    with pytest.raises(ValueError, match="divide 1000"):
+        ddim.ddim_encode(model, x0, cond, 30, sampler="dva")
+    with pytest.raises(ValueError, match="divide 1000"):
+        ddim.ddim_decode(model, x_T, cond, 30, sampler="dva")
+    assert ddim.check_steps(30) == 30  # s3edit's leading spacing takes any S
+
+
+def test_decode_in_region_with_dvas_sampler_ends_on_its_decodes():
+    eps_model = oracle_plus(random_unet(), weight=1.0)
+    x0, plain = frames(2)
+    edited = plain + 2.0
+    x_T = ddim.ddim_encode(eps_model, x0, plain, 5, sampler="dva")
+    ones = torch.ones(2, 1, 16, 16)
+    out, kept = ddim.ddim_decode_in_region(eps_model, x_T, edited, plain, ones, 5, sampler="dva")
+    # batched side by side vs alone: float32 round-off of the UNet's reductions only
+    torch.testing.assert_close(out, ddim.ddim_decode(eps_model, x_T, edited, 5, sampler="dva"), rtol=0, atol=1e-4)
+    torch.testing.assert_close(kept, ddim.ddim_decode(eps_model, x_T, plain, 5, sampler="dva"), rtol=0, atol=1e-4)
+    assert (kept - ddim.ddim_decode(eps_model, x_T, plain, 5)).abs().max() > 1e-4  # not s3edit's decode
