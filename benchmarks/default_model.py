@@ -3,9 +3,12 @@
     python benchmarks/default_model.py                                   # the default set
     python benchmarks/default_model.py --weights default --compare ./default-s3 --frames 75
     python benchmarks/default_model.py --clips ../shared/clips/talk_man_short_2s.mp4 --steps 50
+    python benchmarks/default_model.py --frames 20 --steps 20 50 100 --sampler s3edit dva
 
-For each clip (default: two shared clips of people without glasses) and each weight set
-(``--weights``, then every ``--compare``), on the clip's first ``--frames`` frames:
+For each clip (default: two shared clips of people without glasses), each weight set
+(``--weights``, then every ``--compare``), each DDIM sampler (``--sampler``; default the
+set's own, docs/sampler.md) and each step count (``--steps``), on the clip's first
+``--frames`` frames:
 
 1. ``align`` at the set's resolution (a job per clip and set);
 2. ``edit`` at scale 0 (encode + decode: the reconstruction) and ``score`` it:
@@ -16,7 +19,9 @@ For each clip (default: two shared clips of people without glasses) and each wei
    (``score --sheet``: the face in six frames, original above edit) in ``--out``.
 
 TACR/NAPR use the FIRST set's heads for every row, so all rows are judged alike. The
-identity net of the metrics is ``--id-net`` (dlib's 128-d ResNet by default). The same
+identity net of the metrics is ``--id-net`` (dlib's 128-d ResNet by default). One job per
+clip and set: each sampler and step count encodes it again (x_T; the semantics are
+kept). The load average before and after is printed with the table. The same
 figures come from the commands (per clip): ``s3edit edit CLIP --attr Eyeglasses --scale 0``
 then ``s3edit score CLIP.s3job CLIP_recon.mp4``, and ``s3edit edit CLIP --attr Eyeglasses
 --scale 0.6`` then ``s3edit score CLIP.s3job CLIP_Eyeglasses+0.6.mp4 --sheet sheet.png``
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -38,17 +44,19 @@ COLUMNS = ("psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "n
 HEADERS = ("PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit", "seconds")
 
 
-def validate(clip: Path, weights: Path, judge, job, args, out: Path) -> dict[str, float]:
-    """Reconstruction and edit of one clip with one set -> the row's figures."""
+def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: str | None = None,
+             steps: int = 100) -> dict[str, float]:
+    """Reconstruction and edit of one clip with one set, sampler and step count -> the
+    row's figures."""
     from s3edit.pipeline.edit import edit_job
     from s3edit.pipeline.options import run_options
     from s3edit.pipeline.paste import PasteConfig, paste_video
     from s3edit.pipeline.score import AttributeTarget, score
 
     started = time.perf_counter()
-    tag = f"{clip.stem}__{weights.name}"
     row: dict[str, float] = {}
-    run = run_options(weights, steps=args.steps, batch_size=args.batch_size)
+    run = run_options(weights, steps=steps, batch_size=args.batch_size, sampler=sampler)
+    tag = f"{clip.stem}__{weights.name}__{run.sampler.value}"
     recon = edit_job(job, [(args.attr, 0.0)], run)
     video = paste_video(job, out / f"{tag}_recon.mp4",
                         PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
@@ -71,13 +79,15 @@ def fmt(value) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) < 2 else f"{value:.2f}"
 
 
-def print_table(results: dict[str, dict[str, dict[str, float]]], args) -> None:
-    print(f"\n{args.attr} {args.scale:+g}, {args.steps} DDIM steps, region {args.region}, first {args.frames} "
-          f"frames, id net {args.id_net}; PSNR in dB inside the face region")
-    print(f"{'clip':<36} {'weights':<16} " + " ".join(f"{h:>9}" for h in HEADERS))
+def print_table(results: dict[str, dict[str, dict[str, float]]], args, load: str = "") -> None:
+    print(f"\n{args.attr} {args.scale:+g}, region {args.region}, first {args.frames} frames, id net "
+          f"{args.id_net}; PSNR in dB inside the face region; T = DDIM steps{load}")
+    print(f"{'clip':<36} {'weights':<16} {'sampler':<7} {'T':>4} " + " ".join(f"{h:>9}" for h in HEADERS))
     for clip, rows in results.items():
-        for name, row in rows.items():
-            print(f"{clip:<36} {name:<16} " + " ".join(f"{fmt(row.get(c)):>9}" for c in COLUMNS))
+        for key, row in rows.items():
+            name, sampler, steps = key.split("|")
+            print(f"{clip:<36} {name:<16} {sampler:<7} {steps:>4} "
+                  + " ".join(f"{fmt(row.get(c)):>9}" for c in COLUMNS))
 
 
 def main() -> None:
@@ -88,7 +98,10 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[], help="more weight sets, one row each")
     parser.add_argument("--attr", default="Eyeglasses")
     parser.add_argument("--scale", type=float, default=0.6)
-    parser.add_argument("--steps", type=int, default=100, help="DDIM steps of encode and decode")
+    parser.add_argument("--steps", type=int, nargs="+", default=[100], help="DDIM steps of encode and decode "
+                        "(several: a row each)")
+    parser.add_argument("--sampler", nargs="+", choices=("s3edit", "dva"), default=[None],
+                        help="DDIM sampler(s), a row each (default: each set's own)")
     parser.add_argument("--region", default="auto", help="edit --region: auto (an attribute's region) or whole")
     parser.add_argument("--frames", type=int, default=75, help="only the first N frames of each clip")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -112,15 +125,22 @@ def main() -> None:
     judge = WeightSetFaces(load_weights(sets[0], pick_device("auto")))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict[str, float]]] = {}
+    load_before = os.getloadavg()
     for clip in clips:
         for weights in sets:
             size = load_weights(weights, pick_device("auto")).size
             # one job per set: edits of the same name by two sets must not meet
             job = align_video(clip, args.out / f"{clip.stem}__{weights.name}.s3job", size=size,
                               max_frames=args.frames)
-            print(f"[{clip.name}] {weights.name} ...", flush=True)
-            results.setdefault(clip.name, {})[weights.name] = validate(clip, weights, judge, job, args, args.out)
-    print_table(results, args)
+            for sampler in args.sampler:
+                for steps in args.steps:
+                    print(f"[{clip.name}] {weights.name} {sampler or 'default sampler'} T={steps} ...", flush=True)
+                    row = validate(clip, weights, judge, job, args, args.out, sampler, steps)
+                    used = job.stage("encode")["params"]["sampler"]
+                    results.setdefault(clip.name, {})[f"{weights.name}|{used}|{steps}"] = row
+    load = "; load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *os.getloadavg())
+    print_table(results, args, load)
     print(f"contact sheets: {args.out}/*_sheet.png")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},

@@ -26,6 +26,7 @@ parameters. Coordinates are pixels with (0, 0) at the centre of the top-left pix
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from s3edit.errors import JobError, OutputError
-from s3edit.paths import atomic_path, write_json_atomic
+from s3edit.paths import atomic_path, describe_os_error, write_json_atomic
 
 JOB_FORMAT = "s3edit-job"
 JOB_VERSION = 1
@@ -88,6 +89,7 @@ class Job:
     def __init__(self, root: str | os.PathLike, manifest: dict[str, Any]):
         self.root = Path(root)
         self.manifest = manifest
+        self._track: dict[str, np.ndarray] = {}  # arrays of track.safetensors read or written by this Job
 
     # --- creation and loading -------------------------------------------------
     @classmethod
@@ -111,16 +113,24 @@ class Job:
                     "use a new job folder."
                 )
             return job
-        if root.exists() and any(root.iterdir()):
-            raise OutputError(
-                f"folder {str(root)!r} is not empty and is not an s3edit job; "
-                "choose a new job folder."
-            )
-        root.mkdir(parents=True, exist_ok=True)
-        job = cls(root, {"format": JOB_FORMAT, "version": JOB_VERSION,
-                         "source": asdict(source) if is_dataclass(source) else dict(source),
-                         "stages": {}})
-        job.save()
+        made = not root.exists()
+        try:
+            if not made and any(root.iterdir()):
+                raise OutputError(
+                    f"folder {str(root)!r} is not empty and is not an s3edit job; "
+                    "choose a new job folder."
+                )
+            root.mkdir(parents=True, exist_ok=True)
+            job = cls(root, {"format": JOB_FORMAT, "version": JOB_VERSION,
+                             "source": asdict(source) if is_dataclass(source) else dict(source),
+                             "stages": {}})
+            job.save()
+        except OSError as exc:  # a read-only or full location: say which folder, and what to do
+            if made and root.is_dir():
+                with contextlib.suppress(OSError):
+                    root.rmdir()  # only the empty folder made here
+            raise OutputError(describe_os_error(exc, f"the job folder {str(root)!r}", "write",
+                                                "choose a folder you can write")) from exc
         return job
 
     @classmethod
@@ -222,14 +232,19 @@ class Job:
             raise ValueError(f"track arrays lack {missing}")
         with atomic_path(self.track_path) as tmp:
             save_numpy({k: np.ascontiguousarray(arrays[k]) for k in TRACK_KEYS}, str(tmp))
+        self._track = {k: np.array(arrays[k]) for k in TRACK_KEYS}
 
     def read_track(self, *keys: str) -> dict[str, np.ndarray]:
         """Arrays of the finished align stage's track (all of ``TRACK_KEYS`` when no
-        key is named); a missing or damaged file is one error saying to rerun align."""
+        key is named); a missing or damaged file is one error saying to rerun align.
+        The file is read once per ``Job``: the stages of one run share the arrays."""
         self.require("align", ALIGN_HINT)
+        keys = keys or TRACK_KEYS
         try:
-            with safe_open(str(self.track_path), framework="numpy") as f:
-                return {k: f.get_tensor(k) for k in (keys or TRACK_KEYS)}
+            if not all(k in self._track for k in keys):
+                with safe_open(str(self.track_path), framework="numpy") as f:
+                    self._track.update({k: f.get_tensor(k) for k in TRACK_KEYS})
+            return {k: self._track[k].copy() for k in keys}
         except (OSError, KeyError, ValueError) as exc:
             raise JobError(f"job track {str(self.track_path)!r} is unreadable ({exc}); "
                            "rerun `s3edit align`.") from exc
@@ -249,6 +264,7 @@ class Job:
         and are reused only by the same one)."""
         shutil.rmtree(self.crops_dir, ignore_errors=True)
         self.track_path.unlink(missing_ok=True)
+        self._track = {}
         (self.align_dir / PREVIEW_FILE).unlink(missing_ok=True)
         (self.align_dir / PROVISIONAL_FILE).unlink(missing_ok=True)
 

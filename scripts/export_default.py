@@ -7,8 +7,10 @@ The set must have attribute heads (``fit_heads.py --into``). Floating tensors ar
 stored as float16 (halves the size; the pipeline computes in float32 on a CPU anyway);
 ``config.json`` keeps the training record (home folder written as ``~``) and takes the
 registry entry's licence. Files other than the weight set's
-(``TRAINING.md``, ``MODEL_CARD.md``) stay as they are. The registry's ``default`` entry
-gets the new files with their sha256 and ``"shipped": true``.
+(``TRAINING.md``, ``MODEL_CARD.md``) stay as they are. The set's own ``checksums.json``
+(written by ``save_weight_set``) ships with it. The registry's ``default`` entry gets
+the new config and tensor files with their sha256 and ``"shipped": true`` (the
+checksums file is derived from the same files, so the registry does not list it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import typer
 
 from s3edit.errors import S3EditError, WeightsError
-from s3edit.weights.hashing import sha256_file
+from s3edit.weights.hashing import CHECKSUMS_FILE, sha256_file
 from s3edit.weights.registry import REGISTRY_PATH
 from s3edit.weights.weightset import load_weight_set, save_weight_set
 from s3edit.paths import write_json_atomic
@@ -58,7 +60,7 @@ def export(source: Path, registry_path: Path, name: str = "default") -> list[dic
                 (folder / old["filename"]).unlink(missing_ok=True)
         for f in files:
             shutil.copyfile(out / f, folder / f)
-    entry["files"] = [{"filename": f, "sha256": sha256_file(folder / f)} for f in files]
+    entry["files"] = [{"filename": f, "sha256": sha256_file(folder / f)} for f in files if f != CHECKSUMS_FILE]
     entry["shipped"] = True
     entry.pop("notes", None)
     write_json_atomic(registry_path, registry)

@@ -13,16 +13,19 @@ from s3edit.cli.options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     DeviceOpt,
+    FramesOpt,
     JsonOpt,
     OverwriteOpt,
     PrecisionOpt,
     RegionOpt,
+    SamplerOpt,
     StepsOpt,
     WeightsOpt,
 )
 from s3edit.job import Job
 from s3edit.pipeline.edit import edit_job, parse_attributes
-from s3edit.pipeline.options import Device, Precision, Region, run_options
+from s3edit.errors import InputError
+from s3edit.pipeline.options import Device, Precision, Region, parse_frames, run_options
 from s3edit.pipeline.run import edit_video, paste_edit
 
 
@@ -45,6 +48,8 @@ def edit_cmd(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     region: RegionOpt = Region.auto,
+    frames: FramesOpt = None,
+    sampler: SamplerOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -55,17 +60,22 @@ def edit_cmd(
     Several at once: s3edit edit clip.job --attr Eyeglasses=0.6 --attr Smiling=0.3 -o out.mp4
     """
     attributes = parse_attributes(attr, scale)
+    span = parse_frames(frames)
+    if target.is_dir() and span is not None:
+        raise InputError("--frames picks the frames to align, so it goes with a VIDEO: `s3edit edit VIDEO "
+                         "--frames A:B`; for a job, align that range with `s3edit align VIDEO --frames A:B`.")
     if target.is_dir():  # a job (Job.open explains what is wrong with any other folder)
         job = Job.open(target)
         job.require("align", "run `s3edit align VIDEO -o JOB` first.")
-        run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision, job=job)
+        run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision, job=job,
+                          sampler=sampler)
         result = edit_job(job, attributes, run, region)
         if output is not None:
             result.video = paste_edit(result, output, overwrite)
     else:
         result = edit_video(target, attributes, output, job_dir=job_dir, weights=weights, steps=steps,
                             batch_size=batch_size, device=device, precision=precision, overwrite=overwrite,
-                            size=size, region=region)
+                            size=size, region=region, sampler=sampler, frames=span)
     summary = {"job": str(result.job.root), "edit": result.name, "folder": str(result.folder),
                "frames": result.frames, "decoded": result.decoded,
                "video": str(result.video) if result.video else None}

@@ -13,6 +13,7 @@ from s3edit.cli.options import (
     JobArg,
     JsonOpt,
     PrecisionOpt,
+    SamplerOpt,
     StepsOpt,
     WeightsOpt,
 )
@@ -28,22 +29,23 @@ def encode_cmd(
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
+    sampler: SamplerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Encode an aligned job: z_id, z_lnd, z_face and the DDIM noise map x_T of every frame.
 
-    Cached in JOB/latents: a rerun with the same weights and steps does nothing, and
-    every later `s3edit edit` of the job costs decoding steps only.
+    Cached in JOB/latents: a rerun with the same weights, steps and sampler does
+    nothing, and every later `s3edit edit` of the job costs decoding steps only.
 
     Example: s3edit encode clip.job --weights dva --steps 100 --batch-size 8
     """
     done = Job.open(job)
     done.require("align", "run `s3edit align VIDEO -o JOB` first.")
     encode_job(done, run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
-                                 job=done))
+                                 job=done, sampler=sampler))
     entry = done.stage("encode")
     if as_json:
         typer.echo(json.dumps({"job": str(done.root), **entry}, indent=2))
         return
     typer.echo(f"{done.root}: {entry['frames']} frames encoded with {entry.get('weights_name') or 'weights'} "
-               f"({entry['params']['steps']} DDIM steps) in {done.latents_dir}")
+               f"({entry['params']['steps']} DDIM steps, sampler {entry['params']['sampler']}) in {done.latents_dir}")

@@ -11,7 +11,7 @@ import typer
 
 from s3edit.face.detect import DETECTORS
 from s3edit.model.config import PRESETS
-from s3edit.pipeline.options import DEFAULT_BATCH, Device, Precision, Region
+from s3edit.pipeline.options import DEFAULT_BATCH, Device, Precision, Region, Sampler
 from s3edit.pipeline.paste import BLEND_MODES
 from s3edit.pipeline.tune import OBJECTIVES
 from s3edit.s3.selftrain import TRAINABLE
@@ -34,10 +34,17 @@ BatchSizeOpt = Annotated[int, typer.Option(
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="UNet precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+SamplerOpt = Annotated[Optional[Sampler], typer.Option(
+    "--sampler", help="DDIM sampler: s3edit (exact inversion, no clipping) or dva (DVA's own: encode from "
+                      "alpha_bar[0] in S-1 steps, x0 clipped; steps must divide 1000). Default: the job's, "
+                      "else the weight set's (dva for sets imported from DVA). Another sampler re-encodes x_T.")]
 RegionOpt = Annotated[Region, typer.Option(
     "--region", help="auto: an attribute with a known region (Eyeglasses: the eyes) changes only that region, "
                      "the rest of the face stays the original (1.7 times the decode passes); whole: the edit may "
                      "change the whole face (DVA's way).")]
+FramesOpt = Annotated[Optional[str], typer.Option(
+    "--frames", help="Only frames A:B (from frame A up to, not including, B; A: or :B), counted from 0 - a quick "
+                     "preview of part of a clip; the rest of the video passes through untouched.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 JobArg = Annotated[Path, typer.Argument(help="Job folder made by `s3edit align`.")]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from s3edit.cli.options import Blend, JobArg, JsonOpt, OverwriteOpt
+from s3edit.cli.options import Blend, FramesOpt, JobArg, JsonOpt, OverwriteOpt
 from s3edit.face.mask import MaskConfig
+from s3edit.pipeline.options import parse_frames
 from s3edit.pipeline.paste import DEFAULT_BLEND, PasteConfig, paste_video
 from s3edit.video.io import DEFAULT_CRF
 
@@ -30,6 +31,7 @@ def paste_cmd(
         Blend(DEFAULT_BLEND), "--blend",
         help="detail: add what the edit changed to the full-resolution frame; "
              "replace: take the crop inside the mask (STIT)."),
+    frames: FramesOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -38,7 +40,7 @@ def paste_cmd(
     Example: s3edit paste clip.job -o clip_out.mp4 --crf 16
     """
     config = PasteConfig(edit=edit, crf=crf, blend=blend.value, overwrite=overwrite,
-                         mask=MaskConfig(dilate=dilate, feather=feather))
+                         mask=MaskConfig(dilate=dilate, feather=feather), frames=parse_frames(frames))
     result = paste_video(job, output, config)
     if as_json:
         typer.echo(json.dumps({k: str(v) if isinstance(v, Path) else v

@@ -57,8 +57,12 @@ def import_cmd(
     checkpoint: Path = typer.Argument(..., help="DVA checkpoint, e.g. epoch=51-step=1000000.ckpt."),
     classifier: Path | None = typer.Option(None, "--classifier", help="DVA attribute classifier (last.ckpt)."),
     stats: Path | None = typer.Option(None, "--stats", help="DVA identity statistics (latent.pkl)."),
-    name: str = typer.Option("dva", "--name", help="Name of the weight set to create."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of that name."),
+    name: str = typer.Option("dva", "--name", help="Name of the weight set to create (its folder in the "
+                             "weights home unless -o is given)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Folder to write the set into (default: the weights home, "
+        "$S3EDIT_HOME/weights/NAME, where --weights NAME finds it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of that name or folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ) -> None:
     """Convert a published DVA checkpoint once into a safetensors weight set.
@@ -68,7 +72,8 @@ def import_cmd(
 
     Example: s3edit weights import epoch=51-step=1000000.ckpt --classifier last.ckpt --stats latent.pkl
     """
-    result = importer.import_weights(checkpoint, name=name, classifier=classifier, stats=stats, overwrite=overwrite)
+    result = importer.import_weights(checkpoint, name=name, classifier=classifier, stats=stats,
+                                     overwrite=overwrite, output=output)
     summary = importer.import_summary(result)
     typer.echo(json.dumps(summary, indent=2) if as_json else importer.format_import_summary(summary))
     if not summary["ok"]:
@@ -80,7 +85,8 @@ def verify_cmd(
     target: str = typer.Argument(..., help="A weight-set name, a weight-set folder, or a model-file name."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check sha256 against the registry where known and load every tensor. Exits 1 on any problem.
+    """Check sha256 against the registry where known and the set's checksums.json, and load every
+    tensor. Exits 1 on any problem.
 
     Example: s3edit weights verify dva
     """

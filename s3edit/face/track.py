@@ -97,6 +97,12 @@ class Detections:
         return Detections(self.frame[keep], self.boxes[keep], self.landmarks[keep],
                           self.scores[keep], min(n, self.n_frames))
 
+    def from_frame(self, first: int) -> "Detections":
+        """The detections of frames ``first`` on (earlier frames count as faceless)."""
+        keep = self.frame >= first
+        return Detections(self.frame[keep], self.boxes[keep], self.landmarks[keep],
+                          self.scores[keep], self.n_frames)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"frame": self.frame, "boxes": self.boxes, "landmarks": self.landmarks,
                 "scores": self.scores, "n_frames": np.array(self.n_frames)}

@@ -26,7 +26,7 @@ discard the old crops and redo the stage.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,13 @@ from s3edit.face.detect import DETECTORS, make_detector
 from s3edit.face.preview import GRID, contact_sheet, sample_frames
 from s3edit.face.track import OUTLIER_HALF_WINDOW, PICK_WINDOW, Detections, Track, max_gap_frames, track_face
 from s3edit.job import Job
-from s3edit.video.io import VideoInfo, iter_frames, probe, source_info
+from s3edit.video.io import VideoInfo, frame_timestamps, iter_frames, probe, source_info
 
 STAGE = "align"
+# Detections are reused only from the same back-end at the same revision: "dlib" now
+# falls back to dlib's CNN detector where HOG finds nothing, so detections made by
+# "dlib" without that fallback are not taken for its own.
+DETECTION_REVISION = {"dlib": 2}
 CROP_EVERY = 16  # frames decoded between two provisional trackings
 # Checkpoint pass 1 every this many frames, or every 10 % of the frames done so far if
 # that is more (keeps the total checkpoint cost linear in the clip length).
@@ -50,9 +54,10 @@ MIN_SIZE = 16
 
 @dataclass
 class AlignParams:
-    """What the crops depend on; stored in the manifest. ``frames`` is the number of
-    frames aligned (the clip's, or fewer with ``max_frames``); ``face`` is 1-based left
-    to right, None = the most prominent; ``max_gap`` in frames."""
+    """What the crops depend on; stored in the manifest. Frames ``start`` .. ``frames``
+    - 1 are aligned (``frames``: the clip's count, or fewer with ``max_frames``; frames
+    before ``start`` get no crop); ``face`` is 1-based left to right, None = the most
+    prominent; ``max_gap`` in frames."""
 
     size: int
     detector: str
@@ -61,6 +66,14 @@ class AlignParams:
     sigma_centre: float
     sigma_axes: float
     frames: int
+    start: int = 0
+
+    def record(self) -> dict:
+        """The manifest's params (``start`` only when a range starts after frame 0)."""
+        params = asdict(self)
+        if not self.start:
+            del params["start"]
+        return params
 
 
 @dataclass
@@ -93,19 +106,24 @@ def align_video(
     sigma_axes: float = fa.SIGMA_AXES,
     preview: bool = False,
     max_frames: int | None = None,
+    start: int = 0,
     info: VideoInfo | None = None,
 ) -> Job:
     """Align ``video`` into the job folder ``job_dir`` (created, or reopened if it is a
     job of the same video). ``max_gap`` defaults to 0.4 s worth of frames; ``max_frames``
-    aligns only the first frames; ``info``: the video's probe, when the caller has it.
+    aligns only the first frames and ``start`` skips the frames before it (``--frames
+    A:B`` is ``start=A, max_frames=B``); ``info``: the video's probe, when the caller has it.
     Raises NoFaceError if no face is found anywhere."""
     _check_args(size, detector, face, max_gap, sigma_centre, sigma_axes, max_frames)
     info = info if info is not None else probe(video)
-    job = Job.create(job_dir, source_info(info))
     n = info.n_frames if max_frames is None else min(max_frames, info.n_frames)
+    if not 0 <= start < n:
+        raise InputError(f"--frames starts at frame {start}, but the video has {n} frames to align; "
+                         f"start between 0 and {n - 1}.")
+    job = Job.create(job_dir, source_info(info))
     params = AlignParams(size, detector, face, max_gap if max_gap is not None
-                         else max_gap_frames(info.fps), float(sigma_centre), float(sigma_axes), n)
-    if job.is_done(STAGE, asdict(params)) and _crops_complete(job):
+                         else max_gap_frames(info.fps), float(sigma_centre), float(sigma_axes), n, start)
+    if job.is_done(STAGE, params.record()) and _crops_complete(job):
         console.note(f"align: {job.root} is already aligned with these settings; nothing to do.")
     else:
         _run(info, job, params)
@@ -131,14 +149,16 @@ def _check_args(size, detector, face, max_gap, sigma_centre, sigma_axes, max_fra
 
 def _run(info: VideoInfo, job: Job, params: AlignParams) -> None:
     previous = job.stage(STAGE)
-    if previous is not None and previous.get("params") != asdict(params):
+    if previous is not None and previous.get("params") != params.record():
         job.discard_align()
-    job.start_stage(STAGE, asdict(params))
+    job.start_stage(STAGE, params.record())
     cropper = ProvisionalCropper(job, info, params)
-    pts, dets = detect_pass(info, job, params.frames, params.detector, cropper)
+    pts, dets = detect_pass(info, job, params.frames, params.detector, cropper, params.start)
     if len(dets.frame) == 0:
+        frames = (f"{params.frames} frames" if not params.start
+                  else f"frames {params.start}-{params.frames - 1}")
         raise NoFaceError(
-            f"no face was found in any of the {params.frames} frames of {str(info.path)!r}; "
+            f"no face was found in any of the {frames} of {str(info.path)!r}; "
             "align needs a visible, roughly frontal face (try --detector fan)."
         )
     track = track_face(dets, (info.width, info.height), params.face, params.max_gap)
@@ -168,32 +188,48 @@ def _crops_complete(job: Job) -> bool:
 # --- pass 1: detection ----------------------------------------------------------
 
 
-def _load_detections(job: Job, detector: str, partial: bool = False) -> tuple[np.ndarray, Detections] | None:
+def _load_detections(job: Job, detector: str, partial: bool = False
+                     ) -> tuple[np.ndarray, Detections, int] | None:
+    """(pts of frames 0 .. n_frames - 1, the detections, the first frame scanned)."""
     data = job.read_detections(partial)
-    if data is None or str(data.get("detector")) != detector:
+    if data is None or str(data.get("detector")) != _detector_id(detector):
         return None
     try:
-        return data["pts"].astype(np.int64), Detections.from_arrays(data)
+        first = int(data["first"]) if "first" in data else 0
+        return data["pts"].astype(np.int64), Detections.from_arrays(data), first
     except (KeyError, ValueError):
         return None  # an unreadable checkpoint is redone, not trusted
 
 
-def _save_detections(job: Job, detector: str, pts: list[int], dets: Detections, partial: bool = False) -> None:
-    job.write_detections({"detector": np.array(detector), "pts": np.array(pts, np.int64), **dets.arrays()},
-                         partial)
+def _detector_id(detector: str) -> str:
+    """The name detections are stored under: the back-end, and its revision after 1."""
+    revision = DETECTION_REVISION.get(detector, 1)
+    return detector if revision == 1 else f"{detector}/{revision}"
 
 
-def detect_pass(info: VideoInfo, job: Job, n: int, detector: str, cropper: "ProvisionalCropper | None" = None
-                ) -> tuple[np.ndarray, Detections]:
-    """Every face in frames 0..n-1: ``(pts (n,) int64, Detections)``. Resumes from the
-    checkpoint / reuses the finished detections of the same detector. ``cropper`` makes
-    provisional crops from the frames as they are decoded."""
+def _save_detections(job: Job, detector: str, pts: list[int], dets: Detections, first: int,
+                     partial: bool = False) -> None:
+    job.write_detections({"detector": np.array(_detector_id(detector)), "pts": np.array(pts, np.int64),
+                          "first": np.array(first), **dets.arrays()}, partial)
+
+
+def detect_pass(info: VideoInfo, job: Job, n: int, detector: str, cropper: "ProvisionalCropper | None" = None,
+                first: int = 0) -> tuple[np.ndarray, Detections]:
+    """Every face in frames ``first`` .. n-1: ``(pts (n,) int64, Detections)`` (frames
+    before ``first`` have no detections; their pts come from the container). Resumes from
+    the checkpoint / reuses the finished detections of the same detector when they
+    cover these frames. ``cropper`` makes provisional crops as frames are decoded."""
     cached = _load_detections(job, detector)
-    if cached is not None and cached[1].n_frames >= n:
-        return cached[0][:n], cached[1].head(n)
-    found = [d for d in (cached, _load_detections(job, detector, partial=True)) if d is not None]
+    if cached is not None and cached[2] <= first and cached[1].n_frames >= n:
+        return cached[0][:n], cached[1].head(n).from_frame(first)
+    found = [d for d in (cached, _load_detections(job, detector, partial=True))
+             if d is not None and d[2] <= first <= d[1].n_frames]
     resumed = max(found, key=lambda d: d[1].n_frames) if found else None
-    pts, dets = (list(resumed[0]), resumed[1]) if resumed else ([], Detections.empty())
+    if resumed is not None:
+        pts, dets, scanned_from = list(resumed[0]), resumed[1], resumed[2]
+    else:
+        pts = list(frame_timestamps(info.path)[:first]) if first else []
+        dets, scanned_from = replace(Detections.empty(), n_frames=first), first
     start = dets.n_frames
     model = make_detector(detector) if start < n else None
     pending: list[list] = []
@@ -204,16 +240,17 @@ def detect_pass(info: VideoInfo, job: Job, n: int, detector: str, cropper: "Prov
             pts.append(frame.pts)
             advance(1)
             if cropper is not None:
-                cropper.push(frame, lambda: (pts, dets.concat(Detections.from_faces(pending, dets.n_frames))))
+                cropper.push(frame, lambda: (pts, dets.concat(Detections.from_faces(pending, dets.n_frames))
+                                             .from_frame(first)))
             if len(pending) >= max(CHECKPOINT_EVERY, len(pts) // 10):
                 dets = dets.concat(Detections.from_faces(pending, dets.n_frames))
                 pending = []
-                _save_detections(job, detector, pts, dets, partial=True)
+                _save_detections(job, detector, pts, dets, scanned_from, partial=True)
     dets = dets.concat(Detections.from_faces(pending, dets.n_frames))
     n = min(n, len(pts))  # a stream may hold fewer frames than its packet count
-    _save_detections(job, detector, pts, dets)
+    _save_detections(job, detector, pts, dets, scanned_from)
     job.remove_partial_detections()
-    pts, dets = np.asarray(pts[:n], np.int64), dets.head(n)
+    pts, dets = np.asarray(pts[:n], np.int64), dets.head(n).from_frame(first)
     if cropper is not None:
         cropper.finish(pts, dets)
     return pts, dets

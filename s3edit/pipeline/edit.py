@@ -224,9 +224,10 @@ class EditResult:
 
 def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] | Edit, run: RunOptions,
              region: str | Region = Region.auto, latents: enc.Latents | None = None) -> EditResult:
-    """Edit every encoded frame of ``job`` (module docstring) with ``run``'s weights and
-    steps; runs ``encode`` first when the job is not encoded with them. ``latents``:
-    the encode stage's results when the caller has them."""
+    """Edit every encoded frame of ``job`` (module docstring) with ``run``'s weights,
+    steps and sampler; runs ``encode`` first when the job is not encoded with them (a
+    job encoded with another sampler gets new x_T). ``latents``: the encode stage's
+    results when the caller has them (made with ``run``)."""
     job = job if isinstance(job, Job) else Job.open(job)
     edit = resolve_edit(attributes, run, region)  # before any work
     latents = latents or enc.encode_job(job, run)
@@ -234,6 +235,7 @@ def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] |
     folder = job.edit_dir(name)
     lw = run.weights
     record = {"attributes": [{"name": n, "scale": s} for n, s in edit.attributes], "steps": run.steps,
+              "sampler": run.sampler.value,
               "region": {"edit_start": CONFINED_EDIT_START} if edit.confined else "whole",
               "weights": lw.fingerprint, "weights_path": str(lw.folder.resolve()),
               "encode": job.stage(enc.STAGE)["params"]}
@@ -275,6 +277,20 @@ def at_crop_size(change: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(change.float(), size=(size, size), mode="bicubic", align_corners=False)
 
 
+def _refuse_nonfinite(idx: torch.Tensor, run: RunOptions, *decoded: torch.Tensor) -> None:
+    """Stop the edit before anything is written from a batch whose decode holds NaN or
+    infinity (damaged weights, or an overflow at reduced precision): a non-finite value
+    would be written as an arbitrary colour."""
+    if all(bool(torch.isfinite(d).all()) for d in decoded):
+        return
+    first, last = int(idx.min()), int(idx.max())
+    frames = f"frame {first}" if first == last else f"frames {first}-{last}"
+    fix = ("check the weight set with `s3edit weights verify`" if run.precision == "fp32"
+           else "rerun with --precision fp32, and check the weight set with `s3edit weights verify`")
+    raise WeightsError(f"decoding {frames} gave NaN or infinite values, so the edit stopped and nothing was "
+                       f"written from them; {fix}.")
+
+
 @torch.no_grad()
 def _decode_all(job: Job, name: str, edit: Edit, run: RunOptions, frames: AlignedFrames,
                 latents: enc.Latents) -> int:
@@ -304,10 +320,14 @@ def _decode_all(job: Job, name: str, edit: Edit, run: RunOptions, frames: Aligne
                     region = region_of(attrs, frames, idx, lw.size).to(dev)
                     out, plain = ddim.ddim_decode_in_region(model, x_T[part].to(dev), z_face,
                                                             latents.z_face[rows].to(dev), region, steps, prec,
-                                                            callback=step, edit_start=CONFINED_EDIT_START)
+                                                            callback=step, edit_start=CONFINED_EDIT_START,
+                                                            sampler=run.sampler.value)
+                    _refuse_nonfinite(idx, run, out, plain)
                     job.write_change(name, idx.numpy(), at_crop_size((out - plain).cpu(), frames.size))
                 else:
-                    out = ddim.ddim_decode(model, x_T[part].to(dev), z_face, steps, prec, callback=step)
+                    out = ddim.ddim_decode(model, x_T[part].to(dev), z_face, steps, prec, callback=step,
+                                           sampler=run.sampler.value)
+                    _refuse_nonfinite(idx, run, out)
                     for i, rgb in zip(idx.tolist(), to_uint8(out, frames.size)):
                         job.write_crop(i, rgb, name)
                 decoded += len(part)

@@ -6,18 +6,20 @@ Per valid frame (a crop from ``align``), in batches so memory is bounded by the 
 
 1. semantics: z_id (the weight set's identity encoder on the crop), z_lnd (its landmark
    net, or the job's ``crop_landmarks`` for models trained on external landmarks);
-2. the clip identity z_id_rep = l2norm(mean_i z_id_i) and z_face_i = fuse(z_id_rep,
-   z_lnd_i) (DVA's editing script averages z_id over the clip; it does not re-normalise
-   the mean, we do, so that the reconstruction code and an edit at scale 0 —
-   whose rule ends in l2norm — are the same vector);
-3. x_T_i = DDIM inversion of crop i under z_face_i (``s3edit.model.ddim``,
-   docs/sampler.md).
+2. the clip identity z_id_rep and z_face_i = fuse(z_id_rep, z_lnd_i). The weight set's
+   identity rule (``RunOptions.identity``, docs/edit.md) makes z_id_rep: ``mean``, the
+   plain mean_i z_id_i, as DVA's editing script (sets imported from DVA), or
+   ``l2norm_mean``, l2norm(mean_i z_id_i), s3edit's (sets it trained), which puts the
+   code on the unit sphere the frames' codes and the edit rule's results live on;
+3. x_T_i = DDIM inversion of crop i under z_face_i with ``RunOptions.sampler``
+   (``s3edit.model.ddim``, docs/sampler.md).
 
 Everything goes to ``JOB/latents/`` (``s3edit.job``, docs/job-format.md): small per-chunk files
 written atomically, so an interrupted run resumes at the next chunk. The manifest entry
 ``stages.encode.params`` holds what the latents depend on (weight-set fingerprint,
-steps, model resolution, the align parameters); a rerun with the same params is skipped,
-other params discard the latents and encode again.
+steps, sampler, identity rule, model resolution, the align parameters); a rerun with the
+same params is skipped, other params discard the latents and encode again (other steps
+or another sampler: x_T only, the semantics are kept).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from s3edit.model import ddim
 from s3edit.model.dva import DVA
 from s3edit.model.frames import landmarks_unit, to_model
 from s3edit.pipeline.options import ENCODE_STAGE as STAGE
-from s3edit.pipeline.options import RunOptions
+from s3edit.pipeline.options import IdentityRule, RunOptions
 
 
 def batches(items: np.ndarray, size: int) -> list[np.ndarray]:
@@ -60,9 +62,14 @@ def frame_semantics(model: DVA, crops: torch.Tensor, landmarks01: torch.Tensor) 
     return z_id.float(), z_lnd.float()
 
 
-def clip_identity(z_id: torch.Tensor) -> torch.Tensor:
-    """z_id_rep = l2norm(mean over frames): (V, D) -> (D,)."""
-    return F.normalize(z_id.double().mean(0), dim=0).float()
+def clip_identity(z_id: torch.Tensor, rule: str | IdentityRule = IdentityRule.l2norm_mean) -> torch.Tensor:
+    """z_id_rep from the frames' codes (V, D) -> (D,): the mean over frames, then
+    l2-normalised under ``l2norm_mean`` (s3edit's) and left as it is under ``mean``
+    (DVA's)."""
+    mean = z_id.double().mean(0)
+    if IdentityRule(rule) is IdentityRule.mean:
+        return mean.float()
+    return F.normalize(mean, dim=0).float()
 
 
 # --- the latents -------------------------------------------------------------------------
@@ -95,8 +102,9 @@ class Latents:
 
 
 def semantics_key(params: dict) -> str:
-    """What z_id/z_lnd/z_face depend on: every encode param except the DDIM steps."""
-    rest = {k: v for k, v in params.items() if k != "steps"}
+    """What z_id/z_lnd/z_face depend on: every encode param except the DDIM steps and
+    sampler (they make x_T only)."""
+    rest = {k: v for k, v in params.items() if k not in ("steps", "sampler")}
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,17 +132,21 @@ class EncodeParams:
     steps: int
     image_size: int  # model resolution
     align: dict  # the align stage's params
+    sampler: str  # the DDIM sampler that made x_T
+    identity: str  # the identity rule that made z_id_rep
 
 
 def encode_job(job: Job | str | os.PathLike, run: RunOptions) -> Latents:
-    """Encode every aligned frame of ``job`` (module docstring) with ``run``'s weights
-    and steps; returns the latents (read from the job when it is already encoded)."""
+    """Encode every aligned frame of ``job`` (module docstring) with ``run``'s weights,
+    steps, sampler and identity rule; returns the latents (read from the job when it
+    is already encoded with them)."""
     job = job if isinstance(job, Job) else Job.open(job)
     frames = job.aligned_frames()
     lw = run.weights
-    params = asdict(EncodeParams(lw.fingerprint, run.steps, lw.size, frames.align_params))
+    params = asdict(EncodeParams(lw.fingerprint, run.steps, lw.size, frames.align_params, run.sampler.value,
+                                 run.identity.value))
     if job.is_done(STAGE, params) and job.has_semantics():
-        console.note(f"encode: {job.root} is already encoded with these weights and steps; nothing to do.")
+        console.note(f"encode: {job.root} is already encoded with these weights, steps and sampler; nothing to do.")
         return load_latents(job)
     entry = job.stage(STAGE)
     key = semantics_key(params)
@@ -178,7 +190,7 @@ def _merge_semantics(job: Job, run: RunOptions, key: str) -> Latents:
     order = torch.argsort(index)
     z_id = torch.cat([p["z_id"] for p in parts])[order]
     z_lnd = torch.cat([p["z_lnd"] for p in parts])[order]
-    z_id_rep = clip_identity(z_id)
+    z_id_rep = clip_identity(z_id, run.identity)
     z_face = run.weights.model.fuse(z_id_rep.to(run.device), z_lnd.to(run.device)).float().cpu()
     tensors = {"index": index[order], "z_id": z_id, "z_lnd": z_lnd, "z_face": z_face, "z_id_rep": z_id_rep}
     job.write_semantics(tensors, key)
@@ -188,12 +200,13 @@ def _merge_semantics(job: Job, run: RunOptions, key: str) -> Latents:
 def _x_T_pass(job: Job, run: RunOptions, frames: AlignedFrames, latents: Latents) -> None:
     done = job.latent_frames_done("xT")
     todo = np.array([i for i in range(len(frames.indices)) if int(frames.indices[i]) not in done], np.int64)
-    n = len(frames.indices)
-    with console.progress(f"encode: DDIM inversion ({run.steps} steps)", n * run.steps) as advance:
-        advance(len(done) * run.steps)
+    n, passes = len(frames.indices), ddim.encode_passes(run.steps, run.sampler.value)
+    with console.progress(f"encode: DDIM inversion ({run.steps} steps, {run.sampler.value})", n * passes) as advance:
+        advance(len(done) * passes)
         for rows in batches(todo, run.batch_size):
             idx = frames.indices[rows]
             z_face = latents.z_face[latents.rows(torch.from_numpy(idx))].to(run.device)
             x_T = ddim.ddim_encode(run.weights.model, _model_crops(job, frames, rows, run), z_face, run.steps,
-                                   run.precision, callback=lambda k, b=len(rows): advance(k * b))
+                                   run.precision, callback=lambda k, b=len(rows): advance(k * b),
+                                   sampler=run.sampler.value)
             job.write_latent_chunk("xT", {"index": torch.from_numpy(idx), "x_T": x_T.half()})

@@ -3,9 +3,10 @@
     run = run_options(weights="dva", steps=100, device="auto", job=job)
     encode_job(job, run); edit_job(job, [("Eyeglasses", 0.6)], run)
 
-``run_options`` loads the weights once, picks the device and the precision, and checks
-steps and batch size, so the stages below it re-derive nothing. Every choice a user
-makes is an Enum here; a bad value raises ``InputError``.
+``run_options`` loads the weights once, picks the device, the precision and the DDIM
+sampler, reads the set's identity rule, and checks steps and batch size, so the stages
+below it re-derive nothing. Every choice a user makes is an Enum here; a bad value
+raises ``InputError``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from s3edit.errors import InputError
+from s3edit.errors import InputError, WeightsError
 from s3edit.job import Job
 from s3edit.model import ddim
 from s3edit.weights.load import LoadedWeights, load_weights
+from s3edit.weights.weightset import IDENTITY_KEY, S3EDIT_RULES, SAMPLER_KEY
 
 DEFAULT_BATCH = 8
 ENCODE_STAGE = "encode"
@@ -42,6 +44,21 @@ class Precision(str, Enum):
 class Region(str, Enum):
     auto = "auto"  # an attribute with a known region is confined to it
     whole = "whole"  # the edit may change the whole face
+
+
+class Sampler(str, Enum):
+    """The DDIM encode/decode pair (``s3edit.model.ddim``, docs/sampler.md)."""
+
+    s3edit = "s3edit"  # exact inversion: encode starts at alpha_bar = 1, S steps, no clipping
+    dva = "dva"  # DVA's own: encode starts at alpha_bar[0], S - 1 steps; x0 clipped both ways
+
+
+class IdentityRule(str, Enum):
+    """How encode makes the clip identity z_id_rep from the frames' z_id (a weight set's
+    config ``identity``; docs/edit.md)."""
+
+    l2norm_mean = "l2norm_mean"  # l2norm(mean_i z_id_i): s3edit's
+    mean = "mean"  # mean_i z_id_i: DVA's editing script
 
 
 def choice(enum: type[Enum], value: str | Enum, what: str) -> Enum:
@@ -76,10 +93,45 @@ def pick_precision(name: str | Precision, device: torch.device) -> ddim.Precisio
     return name.value  # type: ignore[return-value]
 
 
-def check_steps(steps: int) -> int:
+def check_steps(steps: int, sampler: Sampler = Sampler.s3edit) -> int:
     if not 1 <= steps <= ddim.NUM_TRAIN_TIMESTEPS:
         raise InputError(f"--steps must be between 1 and {ddim.NUM_TRAIN_TIMESTEPS}, got {steps}.")
+    if sampler is Sampler.dva and ddim.NUM_TRAIN_TIMESTEPS % steps:
+        raise InputError(f"--sampler dva takes --steps that divide {ddim.NUM_TRAIN_TIMESTEPS} (e.g. 20, 50, "
+                         f"100, 200), as DVA's spacing does; got {steps}.")
     return steps
+
+
+def set_rules(lw: LoadedWeights) -> tuple[Sampler, IdentityRule]:
+    """A weight set's default sampler and its identity rule, from its config.json
+    (absent: s3edit's); a value this s3edit does not know is a WeightsError."""
+    values = []
+    for key, enum in ((SAMPLER_KEY, Sampler), (IDENTITY_KEY, IdentityRule)):
+        value = lw.ws.meta.get(key, S3EDIT_RULES[key])
+        try:
+            values.append(enum(value))
+        except ValueError:
+            names = ", ".join(m.value for m in enum)
+            raise WeightsError(f"weight set {str(lw.folder)!r} names {key} {value!r} in its config.json; this "
+                               f"s3edit knows {names}, so update s3edit or fix the set.") from None
+    return values[0], values[1]
+
+
+def parse_frames(spec: str | None) -> tuple[int, int | None] | None:
+    """``--frames A:B`` -> (A, B): frames A .. B - 1 (``A:`` to the end, ``:B`` from the
+    first); None for None."""
+    if spec is None:
+        return None
+    first, sep, last = spec.partition(":")
+    try:
+        start = int(first) if first.strip() else 0
+        stop = int(last) if last.strip() else None
+    except ValueError:
+        start = stop = -1
+    if not sep or start < 0 or (stop is not None and stop <= start):
+        raise InputError(f"--frames {spec!r} is not a range of frames; write A:B with 0 <= A < B "
+                         "(frame A up to, not including, frame B), A: or :B, e.g. 100:150.")
+    return start, stop
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -91,13 +143,16 @@ def check_batch_size(batch_size: int) -> int:
 @dataclass(frozen=True)
 class RunOptions:
     """A model stage's options, resolved: the loaded weights, the torch device, the
-    autocast precision of the UNet calls, DDIM steps and frames per UNet pass."""
+    autocast precision of the UNet calls, DDIM steps, frames per UNet pass, the DDIM
+    sampler and the weight set's identity rule."""
 
     weights: LoadedWeights
     device: torch.device
     precision: ddim.Precision
     steps: int
     batch_size: int
+    sampler: Sampler = Sampler.s3edit
+    identity: IdentityRule = IdentityRule.l2norm_mean
 
 
 def job_weights(job: Job | None) -> Path | None:
@@ -113,6 +168,15 @@ def job_steps(job: Job | None) -> int | None:
     return int(steps) if steps is not None else None
 
 
+def job_sampler(job: Job | None, lw: LoadedWeights) -> Sampler | None:
+    """The sampler that made the job's x_T, when it was made with the weights ``lw``."""
+    entry = (job.stage(ENCODE_STAGE) or {}) if job is not None else {}
+    params = entry.get("params", {})
+    if params.get("weights") != lw.fingerprint or params.get("sampler") not in {m.value for m in Sampler}:
+        return None
+    return Sampler(params["sampler"])
+
+
 def run_options(
     weights: str | os.PathLike | LoadedWeights | None = None,
     *,
@@ -121,15 +185,22 @@ def run_options(
     device: str | Device = Device.auto,
     precision: str | Precision = Precision.auto,
     job: Job | None = None,
+    sampler: str | Sampler | None = None,
 ) -> RunOptions:
     """Resolve once: ``weights`` (a name, a folder, weights already loaded, or None: the
     set ``job`` was encoded with, else the registry's default), ``steps`` (None: the
-    job's encode steps, else ``ddim.DEFAULT_STEPS``), device and precision."""
+    job's encode steps, else ``ddim.DEFAULT_STEPS``), device, precision and ``sampler``
+    (None: the job's, when it was encoded with these weights, else the set's default);
+    the identity rule is the set's."""
     steps = steps if steps is not None else (job_steps(job) or ddim.DEFAULT_STEPS)
-    check_steps(steps)
+    asked = choice(Sampler, sampler, "sampler") if sampler is not None else None
+    check_steps(steps, asked or Sampler.s3edit)
     check_batch_size(batch_size)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
     if not isinstance(weights, LoadedWeights):
         weights = load_weights(weights if weights is not None else job_weights(job), dev)
-    return RunOptions(weights, dev, prec, steps, batch_size)
+    default, identity = set_rules(weights)
+    chosen = asked or job_sampler(job, weights) or default
+    check_steps(steps, chosen)
+    return RunOptions(weights, dev, prec, steps, batch_size, chosen, identity)

@@ -78,6 +78,7 @@ class PasteConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     overwrite: bool = False
     max_frames: int | None = None  # write only the first N frames (tests, previews)
+    frames: tuple[int, int | None] | None = None  # paste only frames A .. B - 1; the rest pass through
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,10 @@ class _Painter:
     def paints(self, index: int) -> bool:
         if index >= len(self.track.valid):
             return False
+        if self.config.frames is not None:
+            start, stop = self.config.frames
+            if index < start or (stop is not None and index >= stop):
+                return False
         return bool(self.track.valid[index]) and np.isfinite(self.track.transforms[index]).all()
 
     def paint(self, frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

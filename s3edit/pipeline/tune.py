@@ -51,7 +51,7 @@ from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
 from s3edit.train.loop import TrainConfig, make_accelerator
 from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PairTerm, train_dva
-from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
+from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.model.attributes import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
@@ -231,6 +231,7 @@ def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainC
         "inputs": [str(Path(p)) for p in inputs],
     }
     meta["s3"] = record
+    meta.update(S3EDIT_RULES)  # a tuned set is s3edit's, whatever set it started from (docs/sampler.md)
     meta.setdefault("licence", "same as the data and the starting weights")
     tensors = None if s3_tensors is None else {k: v.detach().float().cpu() for k, v in s3_tensors.items()}
     return save_weight_set(out, model, start.config, start.classifier, meta, overwrite=overwrite,

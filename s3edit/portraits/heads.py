@@ -29,7 +29,8 @@ from scipy.special import expit
 
 from s3edit.errors import WeightsError
 from s3edit.model.attributes import Classifier
-from s3edit.weights.weightset import CLASSIFIER_FILE, CONFIG_FILE, read_config
+from s3edit.weights.hashing import write_checksums
+from s3edit.weights.weightset import CLASSIFIER_FILE, CONFIG_FILE, TENSOR_FILES, read_config
 from s3edit.paths import atomic_path, write_json_atomic
 
 # Penalty grid for lambda/2 * |w|^2 on the mean log-loss (normalised inputs: unit
@@ -343,6 +344,8 @@ def attach_classifier(weight_set: str | Path, classifier: Classifier) -> Path:
     (folder / NAMES_FILE).unlink(missing_ok=True)  # the names live in config.json there
     config["attributes"] = list(classifier.names)
     write_json_atomic(folder / CONFIG_FILE, config)
+    # the set's checksums.json must record the new heads, or loading it refuses them
+    write_checksums(folder, [name for name in TENSOR_FILES if (folder / name).is_file()])
     return folder / CLASSIFIER_FILE
 
 

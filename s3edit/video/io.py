@@ -193,6 +193,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     )
 
 
+def frame_timestamps(path: str | os.PathLike) -> np.ndarray:
+    """Presentation timestamps of every frame, (n_frames,) int64 in display order, from
+    the container alone (no decoding)."""
+    path = require_input_file(path, "video")
+    with _open_input(path) as container:
+        return _scan_pts(container, _video_stream(container, path), path)
+
+
 def _first_frame(path: Path) -> av.VideoFrame:
     """Decode the first frame (proves the codec can be decoded)."""
     try:

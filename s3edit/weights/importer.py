@@ -2,7 +2,7 @@
 
 ``import_weights`` is ``s3edit weights import``: it hashes the source files (a sha256
 the registry knows must match), converts them with ``import_dva`` into
-``weights_home()/NAME`` and returns an ``ImportResult`` that ``import_summary`` and
+``weights_home()/NAME`` (or the folder ``-o`` names) and returns an ``ImportResult`` that ``import_summary`` and
 ``format_import_summary`` print. ``import_dva`` is the conversion alone, into any folder.
 
 Sources (users download them by hand):
@@ -55,7 +55,7 @@ from s3edit.model.dva import build_dva
 from s3edit.paths import require_input_file
 from s3edit.weights.hashing import sha256_file
 from s3edit.weights.registry import Registry, import_dir, load_registry
-from s3edit.weights.weightset import CLASSIFIER_KEYS, config_json, write_weight_set_files
+from s3edit.weights.weightset import CLASSIFIER_KEYS, DVA_RULES, config_json, write_weight_set_files
 
 EMA_PREFIX = "ema_model."
 RAW_PREFIX = "model."
@@ -429,6 +429,7 @@ def import_dva(
                    "classifier": Path(classifier_ckpt).name if classifier_ckpt else None,
                    "stats": Path(stats).name if stats else None, "url": DVA_SOURCE_URL},
         "licence": DVA_LICENCE,
+        **DVA_RULES,  # DVA's sampler and plain-mean identity, as its editing script runs them
     }
     write_weight_set_files(out_dir, config_json(config, meta, attributes), tensors, classifier, overwrite=overwrite)
     report.written = len(tensors)
@@ -521,19 +522,22 @@ def import_weights(
     stats: str | os.PathLike | None = None,
     overwrite: bool = False,
     registry: Registry | None = None,
+    output: str | os.PathLike | None = None,
 ) -> ImportResult:
     """Convert a published DVA checkpoint (plus optional classifier checkpoint and
-    ``latent.pkl`` statistics) into the weight set ``weights_home()/name``.
+    ``latent.pkl`` statistics) into the weight set ``output``, by default
+    ``weights_home()/name`` (where ``--weights NAME`` finds it).
 
     Source files are hashed first; where the registry knows a file's sha256, a
     mismatch is refused before anything is written. A checkpoint whose tensors do not
     fit the network comes back with ``written=False`` and the full ``ImportReport``."""
     registry = registry or load_registry()
-    out_dir = import_dir(name)
+    home = import_dir(name)
+    out_dir = Path(output).expanduser() if output is not None else home
     if out_dir.exists() and not overwrite:
-        raise OutputError(
-            f"weight set {name!r} already exists at {str(out_dir)!r}; pass --overwrite to replace it."
-        )
+        where = f"weight set {name!r} already exists at {str(out_dir)!r}" if output is None \
+            else f"folder {str(out_dir)!r} already exists"
+        raise OutputError(f"{where}; pass --overwrite to replace it.")
     entry = registry.entries.get(name)
     expected = {f.role: f.sha256 for f in entry.files} if entry is not None and entry.kind == "import" else {}
     sources = []

@@ -258,3 +258,35 @@ def test_import_runs_no_code_from_the_file(cli, env, tmp_path):
     assert_error(cli("weights", "import", str(evil), "--name", "evil"), "tries to run code when loaded")
     assert not marker.exists()
     assert not (env / "home" / "weights" / "evil").exists()
+
+
+def test_import_into_a_folder_of_your_choice_with_the_umask_modes(cli, env, fake_dva, tiny_import):
+    """``-o DIR`` writes the set there (``--name`` stays its name); the folder and files
+    get the modes of the umask (0755/0644 under 022) and carry their checksums."""
+    import os
+    import stat
+
+    path, ema, _ = fake_dva
+    out = env / "sets" / "dva-here"
+    old = os.umask(0o022)
+    try:
+        result = cli("weights", "import", str(path), "-o", str(out), "--name", "mine", "--json")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["path"] == str(out) and summary["name"] == "mine"
+    assert not (env / "home" / "weights" / "mine").exists()
+    assert json.loads((out / "config.json").read_text())["name"] == "mine"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o644, "model.safetensors": 0o644, "checksums.json": 0o644}
+    verified = cli("weights", "verify", str(out), "--json")
+    assert verified.exit_code == 0 and [f["status"] for f in json.loads(verified.stdout)["files"]] == ["ok"]
+
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert_error(cli("weights", "import", str(path), "-o", str(out)),
+                 f"folder {str(out)!r} already exists; pass --overwrite to replace it.")
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    again = cli("weights", "import", str(path), "-o", str(out), "--overwrite")
+    assert again.exit_code == 0, again.stderr

@@ -1,7 +1,8 @@
 """One frame's path through ``s3edit edit VIDEO``: every original crop is read at most
-twice (the encode stage's two passes) and the source video is decoded at most twice
-(align's one streaming pass, paste); the provisional crops align makes while it
-detects equal crops made from the final track."""
+twice (the encode stage's two passes), the source video is decoded at most twice
+(align's one streaming pass, paste) and the track file is not read back after align
+writes it; the provisional crops align makes while it detects equal crops made from
+the final track."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 
+import s3edit.job as job_module
 import s3edit.pipeline.align as pa
 import s3edit.pipeline.paste as pp
 from s3edit.face import align as fa
@@ -31,9 +33,18 @@ def test_edit_video_reads_each_crop_twice_and_decodes_the_video_twice(example_cl
         reads.update((edit, int(i)) for i in indices)
         return real_read(self, indices, edit)
 
+    track_reads = []
+    real_open = job_module.safe_open
+
+    def counting_open(path, *args, **kwargs):
+        if str(path).endswith("track.safetensors"):
+            track_reads.append(path)
+        return real_open(path, *args, **kwargs)
+
     for module in (pa, pp):
         monkeypatch.setattr(module, "iter_frames", counting_iter)
     monkeypatch.setattr(Job, "read_crops", counting_read)
+    monkeypatch.setattr(job_module, "safe_open", counting_open)
     result = edit_video(example_clip, [("Eyeglasses", 0.6)], tmp_path / "out.mp4", job_dir=tmp_path / "a.s3job",
                         weights=small_weights, steps=2, device="cpu", size=tiny.crop_size)
     assert result.video.is_file()
@@ -41,6 +52,7 @@ def test_edit_video_reads_each_crop_twice_and_decodes_the_video_twice(example_cl
     assert len(decodes) == 2, decodes  # align (one pass) and paste
     assert {reads[(None, int(i))] for i in frames} == {2}  # the encode stage's two passes
     assert not [k for k in reads if k[0] is not None]  # a confined edit is pasted from its change
+    assert not track_reads  # align wrote the track; the later stages share its arrays
 
 
 def test_provisional_crops_equal_crops_of_the_final_track(example_clip, tmp_path):
@@ -82,3 +94,25 @@ def test_a_provisional_crop_the_final_track_does_not_confirm_is_made_again(examp
     frame = next(f for f in vio.iter_frames(example_clip, stop=40) if f.index == 5)
     expected = fa.warp_crop(frame.image, track["transforms"][5].astype(np.float64), 64)
     assert np.array_equal(job.read_crops([5])[0], expected)
+
+
+def test_real_clip_with_occlusion_and_a_cut_aligns_in_one_decode(shared_clips, tmp_path, monkeypatch):
+    """On real footage (a hand over the face; a face that leaves at a cut) every crop is
+    still made in the detection pass and equals the crop of the final track."""
+    real_iter = vio.iter_frames
+    for name in ("woman_hand_occlusion_04.mp4", "man_face_then_noface_cut.mov"):
+        decodes = []
+
+        def counting_iter(path, **kw):
+            decodes.append(kw)
+            return real_iter(path, **kw)
+
+        monkeypatch.setattr(pa, "iter_frames", counting_iter)
+        job = pa.align_video(shared_clips / name, tmp_path / f"{name}.s3job", size=64, max_frames=90)
+        assert len(decodes) == 1, (name, decodes)
+        track = job.read_track("valid", "transforms")
+        assert track["valid"].any()
+        for frame in real_iter(shared_clips / name, stop=90):
+            if track["valid"][frame.index]:
+                expected = fa.warp_crop(frame.image, track["transforms"][frame.index].astype(np.float64), 64)
+                assert np.array_equal(job.read_crops([frame.index])[0], expected), (name, frame.index)

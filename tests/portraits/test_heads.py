@@ -127,6 +127,8 @@ def test_attach_classifier_into_a_weight_set(tmp_path):
     attach_classifier(folder, classifier)
     assert read_config(folder)["attributes"] == ["Young"]
     assert load_classifier(folder / CLASSIFIER_FILE, ["Young"], D).weight.shape == (1, D)
+    sums = json.loads((folder / "checksums.json").read_text())  # the set's checksums record the new heads
+    assert CLASSIFIER_FILE in json.dumps(sums)
     config["model"]["id_dim"] = 512
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="heads are 16-d but weight set .* has 512-d identity codes"):

@@ -34,6 +34,17 @@ def test_files_match_the_registry_and_fit_the_limit(default_folder):
     assert sum((folder / f.filename).stat().st_size for f in entry.files) < 50e6
 
 
+def test_its_own_checksums_agree_with_the_registry(default_folder):
+    """weights/default/checksums.json (what every load checks) records the same sha256 as
+    the registry for each tensor file, and the files' sizes."""
+    folder, entry = default_folder
+    recorded = json.loads((folder / "checksums.json").read_text())["files"]
+    registry = {f.filename: f.sha256 for f in entry.files}
+    assert sorted(recorded) == sorted(n for n in registry if n.endswith(".safetensors"))
+    for name, file_sum in recorded.items():
+        assert file_sum == {"size": (folder / name).stat().st_size, "sha256": registry[name]}, name
+
+
 def test_it_loads_with_the_four_heads_and_the_offline_encoders(default_folder):
     ws = load_weight_set(default_folder[0])
     assert {"Eyeglasses", "Smiling", "Male", "Young"} <= set(ws.classifier.names)

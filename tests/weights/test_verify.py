@@ -1,5 +1,6 @@
-"""``verify``: sha256 against the registry (hub sets, model files of packages), then
-every tensor of the set loaded and checked finite (sets written by ``save_weight_set``)."""
+"""``verify``: sha256 against the registry (hub sets, model files of packages) and
+against a set's own checksums.json, then every tensor of the set loaded and checked
+finite (sets written by ``save_weight_set``)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,10 @@ def test_verify_a_good_folder(tiny_set, env):
     registry, _ = env
     report = vf.verify_weights(str(tiny_set), registry)
     assert report.ok, report.problems
-    assert report.kind == "folder" and report.files == []
+    assert report.kind == "folder" and report.notes == []
+    model = tiny_set / "model.safetensors"
+    assert [(c.file, c.status, c.against, c.size) for c in report.files] == [
+        (str(model), "ok", "checksums.json", model.stat().st_size)]
     from s3edit.model.config import preset
     from s3edit.model.dva import build_dva
 
@@ -100,7 +104,8 @@ def test_verify_a_hub_set_hashes_and_loads(tiny_set, env, hub_cache):
                  "files": [{"filename": n, "sha256": sha(d)} for n, d in files.items()]}}}))
     report = vf.verify_weights("tiny", reg.load_registry(path))
     assert report.ok, report.problems
-    assert [c.status for c in report.files] == ["ok", "ok"] and report.tensors > 0
+    assert [(c.status, c.against) for c in report.files] == [("ok", "registry")] * 2 and report.tensors > 0
+    assert report.notes == []  # no checksums.json in the hub's files, but the registry has every sha256
 
 
 def test_verify_finds_nan_and_damaged_files(tiny_set, env, tmp_path):
@@ -117,11 +122,55 @@ def test_verify_finds_nan_and_damaged_files(tiny_set, env, tmp_path):
     state[key].view(-1)[0] = float("nan")
     save_file(state, str(bad / "model.safetensors"))
     report = vf.verify_weights(str(bad), registry)
-    assert report.problems == [f"1 tensor(s) hold NaN or inf: model.{key}"]
+    recorded = json.loads((tiny_set / "checksums.json").read_text())["files"]["model.safetensors"]["sha256"]
+    assert len(report.problems) == 2 and report.problems[0].startswith(
+        f"{bad / 'model.safetensors'}: sha256 {sha((bad / 'model.safetensors').read_bytes())} does not match the "
+        f"one in checksums.json {recorded}")
+    assert report.problems[1] == f"1 tensor(s) hold NaN or inf: model.{key}"
 
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])  # a truncated download
     report = vf.verify_weights(str(bad), registry)
-    assert len(report.problems) == 1 and report.problems[0].startswith("cannot load: ")
-    assert "is not a readable safetensors file" in report.problems[0]
+    assert len(report.problems) == 2 and report.problems[1].startswith("cannot load: ")
+    recorded_size = json.loads((tiny_set / "checksums.json").read_text())["files"]["model.safetensors"]["size"]
+    assert f"(size {len(data) // 2} where {recorded_size} is recorded)" in report.problems[0]
+    assert "is not a readable safetensors file" in report.problems[1]
     assert report.tensors is None
+
+
+def test_verify_finds_a_flipped_byte_in_any_folder(tiny_set, env, tmp_path):
+    """The issue's case: a copy of a set, one byte flipped in the middle of its tensors."""
+    import shutil
+
+    registry, _ = env
+    bad = Path(shutil.copytree(tiny_set, tmp_path / "bad"))
+    path = bad / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    report = vf.verify_weights(str(bad), registry)
+    assert not report.ok and report.tensors is not None
+    assert report.problems == [f"{path}: sha256 {sha(bytes(data))} does not match the one in checksums.json "
+                               f"{sha256_of_record(tiny_set)}"]
+    assert vf.format_verify(report).endswith("FAILED: 1 problem(s)")
+
+
+def test_verify_notes_a_set_without_checksums_and_unrecorded_files(tiny_set, env, tmp_path):
+    import shutil
+
+    registry, _ = env
+    old = Path(shutil.copytree(tiny_set, tmp_path / "old"))
+    (old / "checksums.json").unlink()
+    report = vf.verify_weights(str(old), registry)
+    assert report.ok and report.files == []
+    assert report.notes and report.notes[0].startswith("no checksums.json: the set records no sha256")
+    assert "  note: no checksums.json" in vf.format_verify(report)
+    added = Path(shutil.copytree(tiny_set, tmp_path / "added"))
+    shutil.copyfile(added / "model.safetensors", added / "s3.safetensors")
+    report = vf.verify_weights(str(added), registry)
+    assert f"{added / 's3.safetensors'}: not recorded in checksums.json (added after the set was written)" \
+        in report.problems
+
+
+def sha256_of_record(folder: Path) -> str:
+    return json.loads((folder / "checksums.json").read_text())["files"]["model.safetensors"]["sha256"]

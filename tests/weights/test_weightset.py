@@ -113,6 +113,9 @@ def test_missing_or_damaged_files(saved, tmp_path):
     shutil.rmtree(folder)
     folder = copy_set(saved, tmp_path)
     (folder / "classifier.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match="classifier.safetensors' is 64 bytes where checksums.json records"):
+        load_weight_set(folder)
+    (folder / "checksums.json").unlink()  # a set written before checksums: the header check finds it
     with pytest.raises(WeightsError, match="classifier.safetensors' is not a readable safetensors file"):
         load_weight_set(folder)
     (folder / "model.safetensors").unlink()
