@@ -123,14 +123,11 @@ def autocast(device: torch.device | str, precision: Precision) -> Iterator[None]
         yield
 
 
-def default_precision(device: torch.device | str) -> Precision:
-    """bf16 autocast on CUDA, fp32 elsewhere (CPU autocast is slower on most CPUs)."""
-    return "bf16" if torch.device(device).type == "cuda" else "fp32"
-
-
 def _eps(eps_model: EpsModel, x: torch.Tensor, t: int, cond: torch.Tensor,
          precision: Precision) -> torch.Tensor:
     timesteps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    if precision != "fp32":  # bf16/fp16 convolutions are fastest channels_last (docs/sampler.md)
+        x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, precision):
         eps = eps_model(x, timesteps, cond)
     return eps.to(x.dtype)
