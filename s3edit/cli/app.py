@@ -8,6 +8,7 @@ traceback."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import typer
 from typer import _click as click  # typer vendors click: its exceptions are these
@@ -16,6 +17,7 @@ from typer.core import TyperGroup
 from s3edit import __version__, console
 from s3edit.errors import S3EditError
 from s3edit.paths import describe_os_error
+from s3edit.pipeline.options import set_threads
 
 DEBUG_ENV = "S3EDIT_DEBUG"
 INTERNAL_ERROR_EXIT = 3
@@ -92,11 +94,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads of the model commands (default: the CPUs this process may "
+                                       "use less the machine's load, shared among torchrun's processes; "
+                                       "OMP_NUM_THREADS when set)."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     console.set_quiet(quiet)
+    set_threads(threads)  # applied when a model stage starts (run_options), not for --help
 
 
 # --- commands (one file per group; pipeline order) ----------------------------------

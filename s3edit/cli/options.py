@@ -11,7 +11,7 @@ import typer
 
 from s3edit.face.detect import DETECTORS
 from s3edit.model.config import PRESETS
-from s3edit.pipeline.options import DEFAULT_BATCH, Device, Precision, Region, Sampler
+from s3edit.pipeline.options import DEFAULT_BATCH, Compile, Device, Precision, Region, Sampler
 from s3edit.pipeline.paste import BLEND_MODES
 from s3edit.pipeline.tune import OBJECTIVES
 from s3edit.s3.selftrain import TRAINABLE
@@ -34,6 +34,9 @@ BatchSizeOpt = Annotated[int, typer.Option(
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="UNet precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+CompileOpt = Annotated[Compile, typer.Option(
+    "--compile", help="torch.compile the UNet: auto (on for CUDA, off on the CPU, where compiling takes minutes "
+                      "for a few per cent), on or off. Falls back to eager, with a note, when compiling fails.")]
 SamplerOpt = Annotated[Optional[Sampler], typer.Option(
     "--sampler", help="DDIM sampler: s3edit (exact inversion, no clipping) or dva (DVA's own: encode from "
                       "alpha_bar[0] in S-1 steps, x0 clipped; steps must divide 1000). Default: the job's, "

@@ -1,0 +1,261 @@
+"""UNet speed against the machine's own matmul peak, and the main job's stages.
+
+For each model (``default`` = the bundled weight set, its 64² UNet; ``dva-256`` = DVA's
+256² UNet with random weights of its config, UNet only) and each precision (fp32, and
+the ``auto`` path: what ``--precision auto`` picks on this device, timed only where it
+is not fp32), times a few UNet passes (``model(x_t, t, z_face)`` under the precision's
+autocast and memory format, as the DDIM loops call it) and reports:
+
+- s/pass: seconds per image-pass (the fastest timed batch after one warm-up, over the
+  batch size; on a shared machine other work only ever adds time), and passes/s;
+- GFLOP/s achieved (TFLOP/s on CUDA): FLOPs of one image-pass, counted once with
+  ``torch.utils.flop_counter.FlopCounterMode``, over s/pass;
+- % of peak: against this run's matmul probe (a few large ``torch.matmul`` calls) in the
+  same dtype;
+- rel err: ||eps - eps_fp32|| / ||eps_fp32|| on the same inputs.
+
+The load average (1 minute) at the start and the end is printed with the figures: a
+loaded machine makes every figure slower. ``--job`` adds the seconds of each stage of
+README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scale 0.6``
+(align, encode, edit, paste through the pipeline functions, in a temporary folder).
+
+    python benchmarks/speed.py                                  # both models, fp32 + auto
+    python benchmarks/speed.py --models default --passes 10 --json speed.json
+    python benchmarks/speed.py --models default --job --steps 20
+    python benchmarks/speed.py --device cuda --batch 8 --dva-batch 8 --dva-passes 10
+
+Threads follow the CLI's rule (``--threads``, else the automatic count; printed). On a
+CPU keep DVA's 256² model to a couple of passes (~770 GFLOP each, ~10 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from s3edit.model import ddim
+from s3edit.model.config import preset
+from s3edit.model.unet import UNet
+from s3edit.pipeline import options
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = ROOT / "examples" / "astronaut.mp4"
+JOB_EDIT = [("Eyeglasses", 0.6)]  # README's main job
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or "cpu"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.processor() or "cpu")
+
+
+def load_avg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int, budget_s: float) -> float:
+    """FLOP/s of the fastest of a few (n x n) @ (n x n) products, within ``budget_s``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)  # warm-up
+    sync(device)
+    best, spent = float("inf"), 0.0
+    for _ in range(10):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > budget_s:
+            break
+    return 2 * n ** 3 / best
+
+
+def probe_peaks(device: torch.device, bf16_native: bool) -> dict[str, float]:
+    """Matmul FLOP/s in fp32 and bf16 (an emulated bf16 CPU probe is kept small)."""
+    if device.type == "cuda":
+        sizes = {"fp32": 8192, "bf16": 8192}
+    else:
+        sizes = {"fp32": 2048, "bf16": 2048 if bf16_native else 512}
+    return {name: matmul_peak(DTYPES[name], device, n, budget_s=2.0) for name, n in sizes.items()}
+
+
+def build(name: str, device: torch.device) -> tuple[torch.nn.Module, int, int, str]:
+    """(model, image size, cond dim, what it is)."""
+    if name == "default":
+        from s3edit.weights.load import load_weights
+
+        lw = load_weights("default", device)
+        model = lw.model.eval().requires_grad_(False)
+        return model, lw.size, model.config.face_dim, f"weight set {lw.folder.name}"
+    cfg = preset(name)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = UNet(cfg.unet).eval().requires_grad_(False)
+    for p in model.parameters():  # zero-initialised layers too, so eps depends on the input
+        if not p.detach().any():
+            torch.nn.init.normal_(p, std=0.02)
+    return model, cfg.unet.image_size, cfg.unet.cond_channels, f"preset {name}, random weights"
+
+
+def flops_per_pass(model, size: int, cond_dim: int, device: torch.device) -> float:
+    x = torch.randn(1, 3, size, size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, torch.zeros(1, dtype=torch.long, device=device), torch.randn(1, cond_dim, device=device))
+    return float(counter.get_total_flops())
+
+
+def eps_call(model, x, t, c, precision: str):
+    """One UNet pass as the DDIM loops make it: channels_last and autocast below fp32."""
+    if precision != "fp32":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), ddim.autocast(x.device, precision):
+        return model(x, t, c).float()
+
+
+def time_passes(model, inputs, precision: str, passes: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    """(fastest seconds of one batched pass after a warm-up, eps of the warm-up)."""
+    eps = eps_call(model, *inputs, precision)
+    sync(device)
+    best = float("inf")
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        eps_call(model, *inputs, precision)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, eps
+
+
+def measure_model(name: str, batch: int, passes: int, precisions: list[str], peaks: dict[str, float],
+                  device: torch.device) -> list[dict]:
+    model, size, cond_dim, what = build(name, device)
+    flops = flops_per_pass(model, size, cond_dim, device)
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(batch, 3, size, size, generator=g).to(device),
+              torch.randint(0, ddim.NUM_TRAIN_TIMESTEPS, (batch,), generator=g).to(device),
+              torch.randn(batch, cond_dim, generator=g).to(device))
+    rows, reference = [], None
+    for precision in precisions:
+        if precision != "fp32":
+            options.prepare_model(model, precision)
+        seconds, eps = time_passes(model, inputs, precision, passes, device)
+        reference = eps if precision == "fp32" else reference
+        err = ((eps - reference).norm() / reference.norm()).item() if reference is not None else float("nan")
+        per_pass = seconds / batch
+        peak = peaks.get(precision if precision in peaks else "bf16")
+        rows.append(dict(model=name, what=what, size=size, precision=precision, batch=batch, passes=passes,
+                         s_per_pass=per_pass, passes_per_s=1 / per_pass, flops_per_pass=flops,
+                         flops_per_s=flops / per_pass, peak_flops_per_s=peak,
+                         of_peak=flops / per_pass / peak if peak else None, rel_err=err))
+    return rows
+
+
+def run_job(device: torch.device, steps: int) -> dict[str, float]:
+    """Seconds of align, encode, edit and paste of README's main job in a temporary folder."""
+    from s3edit.pipeline.align import align_video
+    from s3edit.pipeline.edit import edit_job
+    from s3edit.pipeline.encode import encode_job
+    from s3edit.pipeline.run import paste_edit
+
+    stages = {}
+    run = options.run_options("default", steps=steps, device=device.type)
+    with tempfile.TemporaryDirectory(prefix="s3edit-speed-") as tmp:
+        t0 = time.perf_counter()
+        job = align_video(CLIP, Path(tmp) / "astronaut.s3job", size=run.weights.size)
+        stages["align"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        encode_job(job, run)
+        stages["encode"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = edit_job(job, JOB_EDIT, run)
+        stages["edit"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        paste_edit(result, Path(tmp) / "out.mp4")
+        stages["paste"] = time.perf_counter() - t0
+        stages["frames"] = result.frames
+    return stages
+
+
+def table(report: dict) -> str:
+    cuda = report["device"].startswith("cuda")
+    unit, scale = ("TFLOP/s", 1e12) if cuda else ("GFLOP/s", 1e9)
+    peaks = report["peak_flops_per_s"]
+    lines = [
+        f"device: {report['device_name']}; torch {report['torch']}; threads {report['threads']}; "
+        f"--precision auto here: {report['auto_reason'].removeprefix('precision: ')}",
+        f"matmul peak (probe): fp32 {peaks['fp32'] / scale:.3g} {unit}, bf16 {peaks['bf16'] / scale:.3g} {unit}",
+        f"load average (1 min): {report['load_start']:.2f} at start, {report['load_end']:.2f} at end",
+        "",
+        f"| model | precision | batch | s/pass | passes/s | GFLOP/pass | {unit} | % of peak | rel err |",
+        "|" + "---|" * 9,
+    ]
+    for r in report["rows"]:
+        lines.append(f"| {r['model']} {r['size']}² | {r['precision']} | {r['batch']} | {r['s_per_pass']:.4g} | "
+                     f"{r['passes_per_s']:.3g} | {r['flops_per_pass'] / 1e9:.3g} | "
+                     f"{r['flops_per_s'] / scale:.3g} | {100 * r['of_peak']:.1f} | {r['rel_err']:.2e} |")
+    if report.get("job"):
+        job = report["job"]
+        lines += ["", f"README's main job ({job['frames']} frames, {report['job_steps']} steps): " +
+                  ", ".join(f"{k} {job[k]:.1f} s" for k in ("align", "encode", "edit", "paste"))]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="default,dva-256", type=lambda s: s.split(","),
+                        help="default (the bundled set) and/or a preset name, e.g. dva-256")
+    parser.add_argument("--batch", type=int, default=8, help="batch of the default set")
+    parser.add_argument("--passes", type=int, default=5, help="timed passes of the default set (after 1 warm-up)")
+    parser.add_argument("--dva-batch", type=int, default=1, help="batch of a preset model")
+    parser.add_argument("--dva-passes", type=int, default=2, help="timed passes of a preset model")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CLI's automatic count)")
+    parser.add_argument("--job", action="store_true", help="also time README's main job, stage by stage")
+    parser.add_argument("--steps", type=int, default=ddim.DEFAULT_STEPS, help="DDIM steps of --job")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    options.set_threads(args.threads)
+    threads = options.apply_threads()
+    device = options.pick_device(args.device)
+    auto = options.pick_precision("auto", device)
+    load_start = load_avg()
+    peaks = probe_peaks(device, bf16_native=device.type == "cuda" or bool(options.cpu_bf16_flags()))
+    precisions = ["fp32"] + ([auto] if auto != "fp32" else [])
+    rows = []
+    for name in args.models:
+        default = name == "default"
+        rows += measure_model(name, args.batch if default else args.dva_batch,
+                              args.passes if default else args.dva_passes, precisions, peaks, device)
+    job = run_job(device, args.steps) if args.job else None
+    report = dict(
+        device=str(device), torch=torch.__version__, threads=threads, platform=platform.platform(),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        auto_precision=auto, auto_reason=options.describe_precision(auto, device),
+        peak_flops_per_s=peaks, load_start=load_start, load_end=load_avg(), rows=rows,
+        job=job, job_steps=args.steps if job else None)
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
