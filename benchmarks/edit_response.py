@@ -9,7 +9,8 @@ Takes ``--frames`` crops spread over an aligned job, encodes them (DDIM inversio
 the pipeline edits, instead of each crop's own z_id), and prints the mean absolute
 change against the scale-0 decode, in % of the pixel range, inside the eye band (the box around the 12 eye
 landmarks, widened by half the eye distance: where glasses go) and over the rest of the
-crop. A decoder that follows z_id changes the eye band far more than the rest as the
+crop (rows decoded with ``ddim_decode_in_region``, which keeps the crop itself outside
+the region, against the crop). A decoder that follows z_id changes the eye band far more than the rest as the
 scale grows; one that ignores it changes little anywhere. The last columns are the mean
 signed change of R, G and B outside the band (negative: the face darkens).
 ``--edited-below T ...`` adds rows decoded under the edited code only at the steps with
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--picture", type=Path, default=None)
     parser.add_argument("--edited-below", type=int, nargs="+", default=None, metavar="T",
-                        help="also decode with the edited code only at the steps with t < T (the plain code "
+                        help="also decode with the edited code only at the steps with t < T (on the crop's own path "
                              "above): which steps of a decode make the change")
     parser.add_argument("--identity", choices=("frame", "clip"), default="frame",
                         help="frame: each crop's own z_id; clip: the job's one z_id_rep, as encode/edit use")
@@ -86,16 +87,16 @@ def main() -> None:
               "mean RGB shift elsewhere %")
         for scale in args.scales:
             z_new = torch.stack([edited_identity(z, [(name, scale)], ws.classifier) for z in z_id])
-            plain, edited = model.fuse(z_id, z_lnd), model.fuse(z_new, z_lnd)
+            edited = model.fuse(z_new, z_lnd)
             for below in [None] + (args.edited_below or []):
                 for region_name, region in regions.items():
                     if region_name == "whole" and below is None:  # the plain edit: one trajectory
-                        out = ddim.ddim_decode(model, x_T, edited, args.steps)
-                    else:
-                        out, _ = ddim.ddim_decode_in_region(model, x_T, edited, plain, region, args.steps,
-                                                            edit_start=below or ddim.NUM_TRAIN_TIMESTEPS)
-                    change = (out - base).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
-                    shift = ((out - base).permute(1, 0, 2, 3)[:, ~band].mean(1) / 2 * 100).tolist()
+                        out, ref = ddim.ddim_decode(model, x_T, edited, args.steps), base
+                    else:  # decoded on the crop's own path, so measured against the crop
+                        out, ref = ddim.ddim_decode_in_region(model, x_T, x, edited, region, args.steps,
+                                                              edit_start=below or ddim.NUM_TRAIN_TIMESTEPS), x
+                    change = (out - ref).abs().mean(1) / 2 * 100  # % of the [-1, 1] range, (N, S, S)
+                    shift = ((out - ref).permute(1, 0, 2, 3)[:, ~band].mean(1) / 2 * 100).tolist()
                     print(f"{scale:>6g} {below or 'all':>5} {region_name:>10} {change[band].mean().item():>11.2f} "
                           f"{change[~band].mean().item():>12.2f}  " + " ".join(f"{v:+.2f}" for v in shift))
                     if below is None:

@@ -162,6 +162,10 @@ class Job:
     def save(self) -> None:
         write_json_atomic(self.root / MANIFEST, self.manifest)
 
+    def reload(self) -> None:
+        """Read the manifest again: another process of the run may have written it."""
+        self.manifest = Job.open(self.root).manifest
+
     # --- source and stages ----------------------------------------------------
     @property
     def source(self) -> SimpleNamespace:
@@ -349,6 +353,10 @@ class Job:
         """Chunk files of ``kind`` ("semantics" or "xT"), in frame order."""
         prefix = LATENT_CHUNKS[kind].split("{")[0]
         return sorted(p for p in self.latents_dir.glob(f"{prefix}*.safetensors") if p.name != SEMANTICS_FILE)
+
+    def latent_chunk_frames(self, kind: str) -> list[np.ndarray]:
+        """The frame indices of each chunk file of ``kind``, in frame order."""
+        return [_chunk_index(p) for p in self.latent_chunks(kind)]
 
     def latent_frames_done(self, kind: str) -> set[int]:
         """Frame indices held by the chunk files of ``kind``."""

@@ -20,7 +20,7 @@ LAYERS = (
     ("model", "weights"),
     ("s3", "train", "portraits"),
     ("pipeline",),
-    ("cli",),
+    ("cli", "__main__"),
 )
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 

@@ -12,6 +12,7 @@ from s3edit import console
 from s3edit.cli.options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
+    CompileOpt,
     DeviceOpt,
     FramesOpt,
     JsonOpt,
@@ -25,8 +26,9 @@ from s3edit.cli.options import (
 from s3edit.job import Job
 from s3edit.pipeline.edit import edit_job, parse_attributes
 from s3edit.errors import InputError
-from s3edit.pipeline.options import Device, Precision, Region, parse_frames, run_options
+from s3edit.pipeline.options import Compile, Device, Precision, Region, parse_frames, run_options
 from s3edit.pipeline.run import edit_video, paste_edit
+from s3edit.pipeline.shard import joined
 
 
 def edit_cmd(
@@ -50,6 +52,7 @@ def edit_cmd(
     region: RegionOpt = Region.auto,
     frames: FramesOpt = None,
     sampler: SamplerOpt = None,
+    compile: CompileOpt = Compile.auto,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -61,6 +64,7 @@ def edit_cmd(
     """
     attributes = parse_attributes(attr, scale)
     span = parse_frames(frames)
+    shard = joined()  # under torchrun: this process's share of the frames (docs/pipeline.md)
     if target.is_dir() and span is not None:
         raise InputError("--frames picks the frames to align, so it goes with a VIDEO: `s3edit edit VIDEO "
                          "--frames A:B`; for a job, align that range with `s3edit align VIDEO --frames A:B`.")
@@ -68,14 +72,17 @@ def edit_cmd(
         job = Job.open(target)
         job.require("align", "run `s3edit align VIDEO -o JOB` first.")
         run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision, job=job,
-                          sampler=sampler)
+                          sampler=sampler, compile=compile)
         result = edit_job(job, attributes, run, region)
-        if output is not None:
+        if output is not None and shard.first:
             result.video = paste_edit(result, output, overwrite)
     else:
         result = edit_video(target, attributes, output, job_dir=job_dir, weights=weights, steps=steps,
                             batch_size=batch_size, device=device, precision=precision, overwrite=overwrite,
-                            size=size, region=region, sampler=sampler, frames=span)
+                            size=size, region=region, sampler=sampler, frames=span,
+                            compile=compile)
+    if not shard.first:  # under torchrun, rank 0 writes the video and reports for every process
+        return
     summary = {"job": str(result.job.root), "edit": result.name, "folder": str(result.folder),
                "frames": result.frames, "decoded": result.decoded,
                "video": str(result.video) if result.video else None}

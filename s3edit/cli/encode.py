@@ -9,6 +9,7 @@ import typer
 from s3edit.cli.options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
+    CompileOpt,
     DeviceOpt,
     JobArg,
     JsonOpt,
@@ -19,7 +20,8 @@ from s3edit.cli.options import (
 )
 from s3edit.job import Job
 from s3edit.pipeline.encode import encode_job
-from s3edit.pipeline.options import Device, Precision, run_options
+from s3edit.pipeline.options import Compile, Device, Precision, run_options
+from s3edit.pipeline.shard import joined
 
 
 def encode_cmd(
@@ -30,6 +32,7 @@ def encode_cmd(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     sampler: SamplerOpt = None,
+    compile: CompileOpt = Compile.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Encode an aligned job: z_id, z_lnd, z_face and the DDIM noise map x_T of every frame.
@@ -39,10 +42,13 @@ def encode_cmd(
 
     Example: s3edit encode clip.job --weights dva --steps 100 --batch-size 8
     """
+    shard = joined()  # under torchrun: this process's share of the frames (docs/pipeline.md)
     done = Job.open(job)
     done.require("align", "run `s3edit align VIDEO -o JOB` first.")
     encode_job(done, run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
-                                 job=done, sampler=sampler))
+                                 job=done, sampler=sampler, compile=compile))
+    if not shard.first:  # under torchrun, rank 0 reports for every process
+        return
     entry = done.stage("encode")
     if as_json:
         typer.echo(json.dumps({"job": str(done.root), **entry}, indent=2))

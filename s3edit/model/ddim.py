@@ -43,6 +43,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -140,25 +141,36 @@ def _decode_step(scheduler: "DDIMScheduler", eps: torch.Tensor, t: int, x: torch
     return scheduler.step(eps, t, x, eta=0.0, use_clipped_model_output=clip).prev_sample
 
 
+def alphas_cumprod64() -> torch.Tensor:
+    """alpha_bar[t] of the schedule (T,) in float64, as DVA builds it (numpy float64
+    linspace of the betas, then the cumulative product); diffusers' tables are float32,
+    and 1 - alpha_bar near t = 0 loses a quarter of its digits there."""
+    betas = np.linspace(BETA_START, BETA_END, NUM_TRAIN_TIMESTEPS, dtype=np.float64)
+    return torch.from_numpy(np.cumprod(1.0 - betas, axis=0))
+
+
 def dva_inverse_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor | float,
                      alpha_bar_next: torch.Tensor | float, clip: bool = True) -> torch.Tensor:
     """One step of DVA's encoder (its ``ddim_reverse_sample``), from noise level
     ``alpha_bar`` up to ``alpha_bar_next``, with eps evaluated at x itself (DDIM's Eq. 12,
     Song et al. 2021, run forward in t)::
 
-        x0     = (x - sqrt(1 - a) · eps) / sqrt(a)        clipped to [-1, 1] when ``clip``
-        eps'   = (x - sqrt(a) · x0) / sqrt(1 - a)          (= eps when nothing was clipped)
+        x0     = sqrt(1/a) · x - sqrt(1/a - 1) · eps      clipped to [-1, 1] when ``clip``
+        eps'   = (sqrt(1/a) · x - x0) / sqrt(1/a - 1)      (= eps when nothing was clipped)
         x_next = sqrt(a_next) · x0 + sqrt(1 - a_next) · eps'
 
-    Written out rather than taken from diffusers' ``DDIMInverseScheduler``: that one
-    keeps the raw eps after clipping x0, where DVA re-derives it."""
-    a = torch.as_tensor(alpha_bar, dtype=x.dtype, device=x.device)
-    a_next = torch.as_tensor(alpha_bar_next, dtype=x.dtype, device=x.device)
-    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    The coefficients are computed in float64 and rounded to x's dtype once, in DVA's
+    form, so a float32 step gives DVA's float32 result bit for bit. Written out rather
+    than taken from diffusers' ``DDIMInverseScheduler``: that one keeps the raw eps after
+    clipping x0, where DVA re-derives it."""
+    a, a_next = float(alpha_bar), float(alpha_bar_next)
+    coef = lambda v: torch.tensor(v, dtype=torch.float64).to(dtype=x.dtype, device=x.device)  # noqa: E731
+    r, rm1, an = coef((1 / a) ** 0.5), coef((1 / a - 1) ** 0.5), coef(a_next)
+    x0 = r * x - rm1 * eps
     if clip:
         x0 = x0.clamp(-1, 1)
-        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        eps = (r * x - x0) / rm1
+    return x0 * an.sqrt() + (1 - an).sqrt() * eps
 
 
 @torch.no_grad()
@@ -175,7 +187,7 @@ def dva_encode(
     x_T at alpha_bar[T - T//S] by S - 1 ``dva_inverse_step``s at t = 0, T//S, ...,
     T - 2·T//S under ``cond`` (N, D). ``clip=False`` leaves x0 unclipped (for tests)."""
     check_steps(steps, "dva")
-    alphas = decode_scheduler(steps).alphas_cumprod
+    alphas = alphas_cumprod64()
     timesteps = encode_scheduler(steps).timesteps.tolist()  # 0, Δ, ..., T - Δ
     x = x0
     for t, t_next in itertools.pairwise(timesteps):
@@ -234,45 +246,67 @@ def ddim_decode(
     return x
 
 
+def straight_path(x0: torch.Tensor, x_T: torch.Tensor, alpha_bar_T: torch.Tensor | float,
+                  alpha_bar: torch.Tensor | float) -> torch.Tensor:
+    """The sample at noise level ``alpha_bar`` on the DDIM line through the clean frame
+    x0 (alpha_bar = 1) and its noise map x_T (at ``alpha_bar_T``)::
+
+        eps_T = (x_T - sqrt(a_T) · x0) / sqrt(1 - a_T)
+        x_a   = sqrt(a) · x0 + sqrt(1 - a) · eps_T
+
+    x0 noised with the noise its own inversion found (x_a is x_T at a_T and x0 at 1)."""
+    a_T = torch.as_tensor(alpha_bar_T, dtype=x0.dtype, device=x0.device)
+    a = torch.as_tensor(alpha_bar, dtype=x0.dtype, device=x0.device)
+    eps_T = (x_T - a_T.sqrt() * x0) / (1 - a_T).sqrt()
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps_T
+
+
+def region_passes(steps: int, edit_start: int = NUM_TRAIN_TIMESTEPS) -> int:
+    """Network passes per frame of ``ddim_decode_in_region``: the steps with t < ``edit_start``."""
+    return sum(t < edit_start for t in decode_scheduler(steps).timesteps.tolist())
+
+
 @torch.no_grad()
 def ddim_decode_in_region(
     eps_model: EpsModel,
     x_T: torch.Tensor,
+    x0: torch.Tensor,
     cond: torch.Tensor,
-    plain: torch.Tensor,
     region: torch.Tensor,
     steps: int = DEFAULT_STEPS,
     precision: Precision = "fp32",
     callback: StepCallback | None = None,
     edit_start: int = NUM_TRAIN_TIMESTEPS,
     sampler: Sampler = "s3edit",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DDIM decode of x_T (N, C, H, W) under ``cond`` (N, D) inside ``region`` and under
-    ``plain`` (N, D) outside it: an edit confined to a region, as Blended Latent
-    Diffusion (Avrahami et al., 2023) confines a text edit to a mask.
+) -> torch.Tensor:
+    """DDIM decode of x_T (N, C, H, W) under ``cond`` (N, D) inside ``region`` (N, 1, H, W)
+    in [0, 1] (1 = edit), with the clean frame x0 (N, C, H, W) (the frame x_T was encoded
+    from) outside it: an edit confined to a region, as Blended Latent Diffusion
+    (Avrahami et al., 2023) confines a text edit to a mask.
 
-    Two trajectories run side by side in one batch (2N rows): the plain decode, which
-    reproduces the frame, and the edited one. After every step the edited sample takes
-    the plain sample's values outside the region, x_edit = x_plain + m * (x_edit -
-    x_plain), so the network draws the edit in the context of the real face around it
-    and nothing outside the region changes. ``region``: (N, 1, H, W) in [0, 1] (1 =
-    edit). The edit starts at the steps with t < ``edit_start``: the earlier, noisier
-    steps run under ``plain`` alone, as one trajectory (DiffEdit's encoding ratio,
-    Couairon et al. 2023, is ``edit_start`` / T). Returns (edited, plain) frames (N, C,
-    H, W): the confined edit and the plain decode (the reconstruction), equal outside
-    the region. With ``region`` all ones and the default ``edit_start``, ``edited`` is
-    ``ddim_decode`` under ``cond``; with all zeros, under ``plain`` (the same
-    ``sampler``'s decode step either way)."""
+    Outside the region the sample follows ``straight_path`` (x0 noised with its own
+    inversion noise). The decode starts on that path at the first step with t <
+    ``edit_start`` (the noisier steps cost nothing: DiffEdit's encoding ratio, Couairon
+    et al. 2023, is ``edit_start`` / T) and after every step takes the path's values
+    outside the region, x = b + m · (x − b), b the path at the step's new noise level, so
+    the network draws the edit in the context of the real face around it. The last step
+    lands on x0 itself, so the result equals x0 wherever the region is 0. One network
+    pass per step with t < ``edit_start`` (``region_passes``); with ``region`` all ones and
+    ``edit_start`` = T this is ``ddim_decode`` under ``cond``, with all zeros it is x0."""
     scheduler = decode_scheduler(check_steps(steps, sampler), clip=sampler == "dva")
-    n = x_T.shape[0]
-    edited, kept = None, x_T  # None while the two trajectories are still one
-    for t in scheduler.timesteps.tolist():
-        if t < edit_start:
-            x = torch.cat([kept if edited is None else edited, kept])
-            x = _decode_step(scheduler, _eps(eps_model, x, t, torch.cat([cond, plain]), precision), t, x)
-            edited, kept = x[n:] + region * (x[:n] - x[n:]), x[n:]
-        else:
-            kept = _decode_step(scheduler, _eps(eps_model, kept, t, plain, precision), t, kept)
+    timesteps = scheduler.timesteps.tolist()
+    alphas = scheduler.alphas_cumprod
+    a_T = alphas[timesteps[0]]
+    x = None
+    for t in timesteps:
+        if t >= edit_start:
+            continue
+        if x is None:  # the first edited step starts on the path (x_T itself at the top)
+            x = x_T if t == timesteps[0] else straight_path(x0, x_T, a_T, alphas[t])
+        x = _decode_step(scheduler, _eps(eps_model, x, t, cond, precision), t, x)
+        after = t - NUM_TRAIN_TIMESTEPS // steps
+        b = x0 if after < 0 else straight_path(x0, x_T, a_T, alphas[after])
+        x = b + region * (x - b)
         if callback is not None:
             callback(1)
-    return (kept if edited is None else edited), kept
+    return x0.clone() if x is None else x

@@ -18,13 +18,14 @@ the normalised space before the one l2norm (the order of ``--attr`` does not mat
 Where the edit may draw (``region``): an attribute with a known region
 (``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included) is
 confined to it by default (``auto``): the frame is decoded under the edited code inside
-the region and under its own code outside, blended at every DDIM step from t <
-``CONFINED_EDIT_START`` (``ddim.ddim_decode_in_region``), so the edit is drawn in the
-context of the real face. What the edit changed against the plain decode is stored as
-the edit (``JOB/edits/<name>/change.*.safetensors``, float16) and ``paste`` adds it to
-the original frame: outside the region the frame stays the original, pixel for pixel,
-and inside it keeps the original's detail (the reconstruction's own error is not part
-of the edit). This costs 1.7 times the decode passes. ``whole`` lets the edit change
+the region, with the original crop noised along its own inversion path outside it,
+blended at every DDIM step from t < ``CONFINED_EDIT_START``
+(``ddim.ddim_decode_in_region``), so the edit is drawn in the context of the real face.
+What the edit changed against the original crop is stored as the edit
+(``JOB/edits/<name>/change.*.safetensors``, float16) and ``paste`` adds it to the
+original frame: outside the region the frame stays the original, pixel for pixel. The
+steps above ``CONFINED_EDIT_START`` cost nothing, so a confined edit takes 0.7 times the
+passes of a whole-face one. ``whole`` lets the edit change
 the whole crop (DVA's way; always so for attributes without a region, e.g. Smiling,
 Young); on the small default model such an edit also shifts the colours of some faces
 (``weights/default/MODEL_CARD.md``).
@@ -60,18 +61,18 @@ from s3edit.face.mask import ATTRIBUTE_REGIONS, edit_region
 from s3edit.job import AlignedFrames, Job
 from s3edit.model import ddim
 from s3edit.model.attributes import DVA_EDIT_SCALE, Classifier, edited_identity
-from s3edit.model.frames import rescale_landmarks, to_uint8
+from s3edit.model.frames import rescale_landmarks, to_model, to_uint8
 from s3edit.pipeline import encode as enc
 from s3edit.pipeline.options import Region, RunOptions, choice
+from s3edit.pipeline.shard import joined
 from s3edit.s3 import routing
 from s3edit.weights.load import LoadedWeights
 
 DEFAULT_SCALE = DVA_EDIT_SCALE  # 0.3, DVA's default s
 RECON_NAME = "recon"  # the name of an edit with no attribute (or all scales 0)
-# A confined edit applies its code at the decode steps with t < 700 (DiffEdit's encoding
-# ratio 0.7); the noisier steps above run once, under the frame's own code: they set a
-# decode's colours, not the attribute's shape (docs/edit.md), and skipping them there
-# saves passes.
+# A confined edit decodes from the steps with t < 700 (DiffEdit's encoding ratio 0.7);
+# above them the sample is the original crop on its inversion path, which costs no
+# passes (docs/edit.md).
 CONFINED_EDIT_START = 700
 
 
@@ -229,6 +230,7 @@ def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] |
     job encoded with another sampler gets new x_T). ``latents``: the encode stage's
     results when the caller has them (made with ``run``)."""
     job = job if isinstance(job, Job) else Job.open(job)
+    shard = joined()
     edit = resolve_edit(attributes, run, region)  # before any work
     latents = latents or enc.encode_job(job, run)
     name = edit.name(run.steps)
@@ -236,23 +238,28 @@ def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] |
     lw = run.weights
     record = {"attributes": [{"name": n, "scale": s} for n, s in edit.attributes], "steps": run.steps,
               "sampler": run.sampler.value,
-              "region": {"edit_start": CONFINED_EDIT_START} if edit.confined else "whole",
+              "region": {"edit_start": CONFINED_EDIT_START, "outside": "straight_path"} if edit.confined else "whole",
               "weights": lw.fingerprint, "weights_path": str(lw.folder.resolve()),
               "encode": job.stage(enc.STAGE)["params"]}
     old = job.edit_record(name)
-    if old is not None and old.get("params") != record:
-        job.discard_edit_frames(name)
     frames = job.aligned_frames()
     total = len(frames.indices)
     if old is not None and old.get("params") == record and old.get("done") and _complete(job, name, frames):
         console.note(f"edit: {name} is already done in {job.root}; nothing to do.")
         return EditResult(job, name, folder, total, 0, 0.0)
-    job.write_edit_record(name, {"params": record, "done": False})
+    shard.barrier()  # every process has read the record before rank 0 changes it
+    if shard.first:
+        if old is not None and old.get("params") != record:
+            job.discard_edit_frames(name)
+        job.write_edit_record(name, {"params": record, "done": False})
+    shard.barrier()
     started = time.perf_counter()
-    decoded = _decode_all(job, name, edit, run, frames, latents)
+    decoded = shard.total(_decode_all(job, name, edit, run, frames, latents))  # waits for every process
     seconds = time.perf_counter() - started
-    job.write_edit_record(name, {"params": record, "done": True, "frames": total, "device": str(run.device),
-                                 "precision": run.precision, "seconds": round(seconds, 3)})
+    if shard.first:
+        job.write_edit_record(name, {"params": record, "done": True, "frames": total, "device": str(run.device),
+                                     "precision": run.precision, "seconds": round(seconds, 3)})
+    shard.barrier()
     return EditResult(job, name, folder, total, decoded, seconds)
 
 
@@ -302,10 +309,13 @@ def _decode_all(job: Job, name: str, edit: Edit, run: RunOptions, frames: Aligne
     cluster = router.cluster(attrs) if router is not None else None
     z_new = None if no_edit else edited_identity(latents.z_id_rep.to(dev), attrs, classifier)
     done = job.edit_frames_done(name)
-    todo = [int(i) for i in frames.indices if int(i) not in done]
-    total, todo_set, decoded = len(frames.indices), set(todo), 0
-    with console.progress(f"edit {name}: DDIM decoding", total * steps) as advance:
-        advance((total - len(todo)) * steps)
+    # this process's frames: its share of the x_T chunks (all of them in a single process)
+    mine = [int(i) for chunk in joined().share(job.latent_chunk_frames("xT")) for i in chunk]
+    todo = [i for i in mine if i not in done]
+    total, todo_set, decoded = len(mine), set(todo), 0
+    passes = ddim.region_passes(steps, CONFINED_EDIT_START) if edit.confined else steps
+    with console.progress(f"edit {name}: DDIM decoding", total * passes) as advance:
+        advance((total - len(todo)) * passes)
         for index, x_T in enc.iter_x_T(latents):
             keep = torch.tensor([int(i) in todo_set for i in index], dtype=torch.bool)
             if not keep.any():
@@ -318,12 +328,12 @@ def _decode_all(job: Job, name: str, edit: Edit, run: RunOptions, frames: Aligne
                 step = lambda k, b=len(part): advance(k * b)  # noqa: E731
                 if edit.confined:
                     region = region_of(attrs, frames, idx, lw.size).to(dev)
-                    out, plain = ddim.ddim_decode_in_region(model, x_T[part].to(dev), z_face,
-                                                            latents.z_face[rows].to(dev), region, steps, prec,
-                                                            callback=step, edit_start=CONFINED_EDIT_START,
-                                                            sampler=run.sampler.value)
-                    _refuse_nonfinite(idx, run, out, plain)
-                    job.write_change(name, idx.numpy(), at_crop_size((out - plain).cpu(), frames.size))
+                    x0 = to_model(job.read_crops(idx.numpy()), lw.size).to(dev)
+                    out = ddim.ddim_decode_in_region(model, x_T[part].to(dev), x0, z_face, region, steps, prec,
+                                                     callback=step, edit_start=CONFINED_EDIT_START,
+                                                     sampler=run.sampler.value)
+                    _refuse_nonfinite(idx, run, out)
+                    job.write_change(name, idx.numpy(), at_crop_size((out - x0).cpu(), frames.size))
                 else:
                     out = ddim.ddim_decode(model, x_T[part].to(dev), z_face, steps, prec, callback=step,
                                            sampler=run.sampler.value)

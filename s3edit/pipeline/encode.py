@@ -42,6 +42,7 @@ from s3edit.model.dva import DVA
 from s3edit.model.frames import landmarks_unit, to_model
 from s3edit.pipeline.options import ENCODE_STAGE as STAGE
 from s3edit.pipeline.options import IdentityRule, RunOptions
+from s3edit.pipeline.shard import Shard, joined
 
 
 def batches(items: np.ndarray, size: int) -> list[np.ndarray]:
@@ -141,6 +142,7 @@ def encode_job(job: Job | str | os.PathLike, run: RunOptions) -> Latents:
     steps, sampler and identity rule; returns the latents (read from the job when it
     is already encoded with them)."""
     job = job if isinstance(job, Job) else Job.open(job)
+    shard = joined()
     frames = job.aligned_frames()
     lw = run.weights
     params = asdict(EncodeParams(lw.fingerprint, run.steps, lw.size, frames.align_params, run.sampler.value,
@@ -150,15 +152,20 @@ def encode_job(job: Job | str | os.PathLike, run: RunOptions) -> Latents:
         return load_latents(job)
     entry = job.stage(STAGE)
     key = semantics_key(params)
-    if entry is None or entry.get("params") != params:
+    shard.barrier()  # every process has read the manifest before rank 0 changes it
+    if shard.first and (entry is None or entry.get("params") != params):
         job.discard_latents(key)
         job.start_stage(STAGE, params)
+    shard.sync(job)
     started = time.perf_counter()
-    latents = _semantics_pass(job, run, frames, key)
-    _x_T_pass(job, run, frames, latents)
-    job.finish_stage(STAGE, frames=int(len(frames.indices)), weights_name=lw.ws.name,
-                     weights_path=str(lw.folder.resolve()), device=str(run.device), precision=run.precision,
-                     seconds=round(time.perf_counter() - started, 3))
+    latents = _semantics_pass(job, run, frames, key, shard)
+    _x_T_pass(job, run, frames, latents, shard)
+    shard.barrier()
+    if shard.first:
+        job.finish_stage(STAGE, frames=int(len(frames.indices)), weights_name=lw.ws.name,
+                         weights_path=str(lw.folder.resolve()), device=str(run.device), precision=run.precision,
+                         seconds=round(time.perf_counter() - started, 3))
+    shard.sync(job)
     return latents
 
 
@@ -166,21 +173,33 @@ def _model_crops(job: Job, frames: AlignedFrames, rows: np.ndarray, run: RunOpti
     return to_model(job.read_crops(frames.indices[rows]), run.weights.size).to(run.device)
 
 
-def _semantics_pass(job: Job, run: RunOptions, frames: AlignedFrames, key: str) -> Latents:
+def _my_batches(frames: AlignedFrames, done: set[int], batch_size: int, shard: Shard) -> tuple[list[np.ndarray], int]:
+    """This process's batches of rows still to do, and how many frames its share holds:
+    the clip's rows in batches of ``batch_size``, shared out over the processes, less
+    the frames already written."""
+    mine = shard.share(batches(np.arange(len(frames.indices)), batch_size))
+    written = np.fromiter(done, np.int64, len(done))
+    todo = [rows[~np.isin(frames.indices[rows], written)] for rows in mine]
+    return [rows for rows in todo if len(rows)], sum(len(rows) for rows in mine)
+
+
+def _semantics_pass(job: Job, run: RunOptions, frames: AlignedFrames, key: str, shard: Shard) -> Latents:
     """z_id, z_lnd per frame in chunks (resumable), merged with z_id_rep and z_face."""
     if job.has_semantics():
         return Latents.from_tensors(job.read_semantics(), job)
-    done = job.latent_frames_done("semantics")
-    todo = np.array([i for i in range(len(frames.indices)) if int(frames.indices[i]) not in done], np.int64)
-    with console.progress("encode: identity + landmarks", len(frames.indices)) as advance:
-        advance(len(done))
-        for rows in batches(todo, run.batch_size):
+    todo, share = _my_batches(frames, job.latent_frames_done("semantics"), run.batch_size, shard)
+    with console.progress("encode: identity + landmarks", share) as advance:
+        advance(share - sum(len(rows) for rows in todo))
+        for rows in todo:
             idx = frames.indices[rows]
             z_id, z_lnd = frame_semantics(run.weights.model, _model_crops(job, frames, rows, run),
                                           landmarks_unit(frames.crop_landmarks[rows], frames.size))
             job.write_latent_chunk("semantics", {"index": torch.from_numpy(idx), "z_id": z_id, "z_lnd": z_lnd}, key)
             advance(len(rows))
-    return _merge_semantics(job, run, key)
+    shard.barrier()  # the clip identity is merged from every process's frames
+    latents = _merge_semantics(job, run, key) if shard.first else None
+    shard.barrier()
+    return latents or Latents.from_tensors(job.read_semantics(), job)
 
 
 @torch.no_grad()
@@ -197,13 +216,12 @@ def _merge_semantics(job: Job, run: RunOptions, key: str) -> Latents:
     return Latents.from_tensors(tensors, job)
 
 
-def _x_T_pass(job: Job, run: RunOptions, frames: AlignedFrames, latents: Latents) -> None:
-    done = job.latent_frames_done("xT")
-    todo = np.array([i for i in range(len(frames.indices)) if int(frames.indices[i]) not in done], np.int64)
-    n, passes = len(frames.indices), ddim.encode_passes(run.steps, run.sampler.value)
+def _x_T_pass(job: Job, run: RunOptions, frames: AlignedFrames, latents: Latents, shard: Shard) -> None:
+    todo, n = _my_batches(frames, job.latent_frames_done("xT"), run.batch_size, shard)
+    passes = ddim.encode_passes(run.steps, run.sampler.value)
     with console.progress(f"encode: DDIM inversion ({run.steps} steps, {run.sampler.value})", n * passes) as advance:
-        advance(len(done) * passes)
-        for rows in batches(todo, run.batch_size):
+        advance((n - sum(len(rows) for rows in todo)) * passes)
+        for rows in todo:
             idx = frames.indices[rows]
             z_face = latents.z_face[latents.rows(torch.from_numpy(idx))].to(run.device)
             x_T = ddim.ddim_encode(run.weights.model, _model_crops(job, frames, rows, run), z_face, run.steps,

@@ -12,6 +12,7 @@ raises ``InputError``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,8 @@ from s3edit import console
 from s3edit.errors import InputError, WeightsError
 from s3edit.job import Job
 from s3edit.model import ddim
+from s3edit.pipeline import compiled
+from s3edit.pipeline.shard import local_cuda_index
 from s3edit.weights.load import LoadedWeights, load_weights
 from s3edit.weights.weightset import IDENTITY_KEY, S3EDIT_RULES, SAMPLER_KEY
 
@@ -40,6 +43,14 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+class Compile(str, Enum):
+    """``torch.compile`` of the network's eps call (``s3edit.pipeline.compiled``)."""
+
+    auto = "auto"  # on for CUDA; off on the CPU (inductor: minutes of compiling for ~8 % there)
+    off = "off"
+    on = "on"
 
 
 class Region(str, Enum):
@@ -74,14 +85,16 @@ def choice(enum: type[Enum], value: str | Enum, what: str) -> Enum:
 
 
 def pick_device(name: str | Device = Device.auto) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error.
+    Under torchrun or accelerate a process's GPU is cuda:LOCAL_RANK (``shard``)."""
     name = choice(Device, name, "device")
     if name is Device.cuda and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but this machine has no usable CUDA GPU; "
                          "use --device cpu (or auto).")
     if name is Device.auto:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name.value)
+        name = Device.cuda if torch.cuda.is_available() else Device.cpu
+    index = local_cuda_index() if name is Device.cuda else None
+    return torch.device(name.value if index is None else f"cuda:{index}")
 
 
 # CPU flags (Linux /proc/cpuinfo) of native bf16 matrix instructions: Intel AMX-BF16
@@ -130,6 +143,76 @@ def prepare_model(model: torch.nn.Module, precision: ddim.Precision) -> torch.nn
     if precision != "fp32":
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def pick_compile(name: str | Compile, device: torch.device) -> bool:
+    """``auto`` -> on for CUDA, off on the CPU (there inductor compiled the 64-px UNet in
+    over two minutes for an 8 % faster pass; docs/sampler.md, "Speed")."""
+    name = choice(Compile, name, "compile")
+    if name is Compile.auto:
+        return device.type == "cuda"
+    return name is Compile.on
+
+
+THREADS_ENV = "OMP_NUM_THREADS"
+_threads = {"asked": None, "applied": None}
+
+
+def machine_load() -> float:
+    """The load other processes put on this machine: the 1-minute load average, but no
+    more than the tasks runnable at this moment less this one (/proc/loadavg), so the
+    load this process's own earlier stages left in the average does not count."""
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        return min(float(fields[0]), max(int(fields[3].split("/")[0]) - 1, 0))
+    except (OSError, IndexError, ValueError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def auto_threads(cpus: int | None = None, load: float | None = None, world_size: int | None = None,
+                 env: dict | None = None) -> tuple[int, str]:
+    """The CPU threads for torch and why: ``OMP_NUM_THREADS`` when set, else the CPUs
+    this process may run on less the load from other processes (``machine_load``,
+    rounded), shared among the processes torchrun started on this machine
+    (``LOCAL_WORLD_SIZE``); at least 1. Oversubscribed, OpenMP threads wait on each
+    other: 2 threads on a loaded 2-CPU machine ran 10-20x slower than 1. Each argument
+    None: read from this machine."""
+    env = os.environ if env is None else env
+    value = env.get(THREADS_ENV, "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value), f"{THREADS_ENV}={value}"
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = machine_load()
+    if world_size is None:
+        ws = env.get("LOCAL_WORLD_SIZE", "").strip()
+        world_size = int(ws) if ws.isdigit() and int(ws) >= 1 else 1
+    free = max(cpus - round(load), 1)
+    threads = max(free // world_size, 1)
+    why = f"{cpus} CPUs, load {load:.1f}" + (f", {world_size} processes on this machine" if world_size > 1 else "")
+    return threads, why
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads N`` (None: automatic, ``auto_threads``); applied by ``apply_threads``."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}.")
+    _threads["asked"] = threads
+
+
+def apply_threads() -> int:
+    """torch's CPU threads, set once per process at the start of a model stage (a rerun
+    in the same process keeps the first choice): ``--threads`` when given, else
+    ``auto_threads``; the choice is noted."""
+    if _threads["applied"] is not None:
+        return _threads["applied"]
+    asked = _threads["asked"]
+    threads, why = (asked, "--threads") if asked is not None else auto_threads()
+    torch.set_num_threads(threads)
+    _threads["applied"] = threads
+    console.note(f"threads: {threads} ({why})")
+    return threads
 
 
 def check_steps(steps: int, sampler: Sampler = Sampler.s3edit) -> int:
@@ -192,6 +275,7 @@ class RunOptions:
     batch_size: int
     sampler: Sampler = Sampler.s3edit
     identity: IdentityRule = IdentityRule.l2norm_mean
+    compiled: bool = False  # the eps call runs through torch.compile (s3edit.pipeline.compiled)
 
 
 def job_weights(job: Job | None) -> Path | None:
@@ -225,12 +309,16 @@ def run_options(
     precision: str | Precision = Precision.auto,
     job: Job | None = None,
     sampler: str | Sampler | None = None,
+    compile: str | Compile = Compile.auto,
+    compile_backend: str | Callable = "inductor",
 ) -> RunOptions:
     """Resolve once: ``weights`` (a name, a folder, weights already loaded, or None: the
     set ``job`` was encoded with, else the registry's default), ``steps`` (None: the
-    job's encode steps, else ``ddim.DEFAULT_STEPS``), device, precision and ``sampler``
-    (None: the job's, when it was encoded with these weights, else the set's default);
-    the identity rule is the set's."""
+    job's encode steps, else ``ddim.DEFAULT_STEPS``), device, precision, ``sampler``
+    (None: the job's, when it was encoded with these weights, else the set's default)
+    and ``compile`` (``pick_compile``; ``compile_backend``: torch.compile's backend); the
+    identity rule is the set's. Sets torch's CPU threads first (``apply_threads``)."""
+    apply_threads()
     steps = steps if steps is not None else (job_steps(job) or ddim.DEFAULT_STEPS)
     asked = choice(Sampler, sampler, "sampler") if sampler is not None else None
     check_steps(steps, asked or Sampler.s3edit)
@@ -241,7 +329,15 @@ def run_options(
         weights = load_weights(weights if weights is not None else job_weights(job), dev)
     prepare_model(weights.model, prec)
     console.note(describe_precision(prec, dev))
+    use_compile = pick_compile(compile, dev)
+    if use_compile:
+        compiled.compile_eps(weights.model, dev, backend=compile_backend)
+        backend = compile_backend if isinstance(compile_backend, str) else getattr(compile_backend, "__name__", "?")
+        console.note(f"compile: torch.compile ({backend}) of the UNet; the first pass of each batch "
+                     "size compiles it")
+    else:
+        compiled.uncompile_eps(weights.model)
     default, identity = set_rules(weights)
     chosen = asked or job_sampler(job, weights) or default
     check_steps(steps, chosen)
-    return RunOptions(weights, dev, prec, steps, batch_size, chosen, identity)
+    return RunOptions(weights, dev, prec, steps, batch_size, chosen, identity, use_compile)

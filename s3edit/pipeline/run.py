@@ -18,8 +18,9 @@ from s3edit.job import Job, default_job_dir
 from s3edit.paths import check_output_path, require_input_file
 from s3edit.pipeline.align import align_video
 from s3edit.pipeline.edit import EditResult, edit_job, resolve_edit
-from s3edit.pipeline.options import DEFAULT_BATCH, Device, Precision, Region, Sampler, run_options
+from s3edit.pipeline.options import DEFAULT_BATCH, Compile, Device, Precision, Region, Sampler, run_options
 from s3edit.pipeline.paste import PasteConfig, paste_video
+from s3edit.pipeline.shard import joined
 from s3edit.video.io import probe, source_info
 
 def default_output(video: Path, name: str) -> Path:
@@ -42,13 +43,15 @@ def edit_video(
     region: str | Region = Region.auto,
     sampler: str | Sampler | None = None,
     frames: tuple[int, int | None] | None = None,
+    compile: str | Compile = Compile.auto,
 ) -> EditResult:
     """Every missing stage for ``video`` into ``job_dir`` (default ``./<stem>.s3job``),
     crops of ``size`` (default: the model's resolution); writes the edited video to
     ``output`` (default ``./<stem>_<edit name>.mp4``). ``sampler``: None for the job's
     (when encoded with these weights), else the weight set's default. ``frames`` (A, B):
     only frames A .. B - 1 are aligned, encoded and edited; the rest of the video is
-    written untouched (default output ``./<stem>_<edit name>__fA-B.mp4``)."""
+    written untouched (default output ``./<stem>_<edit name>__fA-B.mp4``). ``compile``:
+    torch.compile of the UNet (``options.pick_compile``)."""
     video = require_input_file(video, "video")
     job_dir = Path(job_dir) if job_dir is not None else default_job_dir(video)
     if output is not None:  # before any work: a clash should not cost an encode
@@ -56,18 +59,24 @@ def edit_video(
     info = probe(video)
     existing = Job.open(job_dir) if Job.is_job(job_dir) else None
     run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
-                      job=existing, sampler=sampler)
+                      job=existing, sampler=sampler, compile=compile)
     edit = resolve_edit(attributes, run, region)  # fail before align
     start, stop = frames or (0, None)
+    shard = joined()
+    shard.barrier()  # every process has looked at the job folder before rank 0 aligns into it
     if existing is not None and existing.is_done("align") and _same_range(existing, start, stop, info.n_frames):
         job = Job.create(job_dir, source_info(info))  # checks it is this video's job
         console.note(f"align: reusing the aligned crops in {job.root}.")
-    else:
-        job = align_video(video, job_dir, size=size or run.weights.size, info=info, start=start, max_frames=stop)
+    else:  # align runs in one process (rank 0); the others wait for its crops
+        job = align_video(video, job_dir, size=size or run.weights.size, info=info, start=start,
+                          max_frames=stop) if shard.first else None
+        shard.barrier()
+        job = job or Job.open(job_dir)
     result = edit_job(job, edit, run)
     name = result.name if frames is None else f"{result.name}__f{start}-{min(stop or info.n_frames, info.n_frames)}"
     out = output if output is not None else default_output(video, name)
-    result.video = paste_edit(result, out, overwrite, info=info)
+    if shard.first:  # the video is written once, from every process's frames
+        result.video = paste_edit(result, out, overwrite, info=info)
     return result
 
 

@@ -32,8 +32,23 @@ def test_this_machine_is_read_when_not_given(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(options.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
-    monkeypatch.setattr(options.os, "getloadavg", lambda: (2.4, 0.0, 0.0))
+    monkeypatch.setattr(options, "machine_load", lambda: 2.4)
     assert auto_threads() == (4, "6 CPUs, load 2.4")
+
+
+def test_the_load_of_this_process_itself_does_not_count(monkeypatch, tmp_path):
+    """A busy minute of this process's own earlier work is in the load average, but not
+    among the tasks runnable now beside it."""
+    real = options.Path
+
+    def fake_loadavg(text):
+        monkeypatch.setattr(options, "Path", lambda p: tmp_path / "loadavg" if p == "/proc/loadavg" else real(p))
+        (tmp_path / "loadavg").write_text(text)
+
+    fake_loadavg("1.93 1.20 0.80 1/230 4242\n")  # only this process runs
+    assert options.machine_load() == 0
+    fake_loadavg("1.93 1.20 0.80 3/230 4242\n")  # two others run beside it
+    assert options.machine_load() == 1.93
 
 
 @pytest.fixture
