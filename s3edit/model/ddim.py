@@ -29,16 +29,17 @@ and evaluates the model where the sample is: t = 0, T//S, ..., T - 2·T//S (S - 
 DiffAE's encoder, which DVA's derives from, takes one more, to alpha_bar = 0), each
 going from alpha_bar[t] to alpha_bar[t + T//S], so it stops at alpha_bar[T - T//S] where
 decoding starts. Both directions clip the predicted x0 to [-1, 1] and re-derive eps from
-the clipped x0 before the step. The decoder is diffusers' ``DDIMScheduler`` with
-``clip_sample`` and ``use_clipped_model_output``; the encoder step is written out
-(``dva_inverse_step``) because diffusers' inverse scheduler pairs a step with the
-decoder's timestep and keeps the raw eps after clipping. DVA spaces S steps that do
+the clipped x0 before the step. Both directions take ``dva_step``, DVA's arithmetic
+with float64 coefficients written out (diffusers' schedulers hold float32 tables, and
+its inverse scheduler pairs a step with the decoder's timestep and keeps the raw eps
+after clipping); diffusers' ``DDIMScheduler`` still gives the timesteps. DVA spaces S steps that do
 not divide T differently from diffusers, so the ``dva`` sampler takes only S dividing T.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
@@ -135,12 +136,17 @@ def _eps(eps_model: EpsModel, x: torch.Tensor, t: int, cond: torch.Tensor,
 
 
 def _decode_step(scheduler: "DDIMScheduler", eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
-    """One decode step alpha_bar[t] -> alpha_bar[t - T//S]; a clipping scheduler (DVA's)
-    re-derives eps from the clipped x0, as DVA's ``ddim_sample`` does."""
-    clip = bool(scheduler.config.clip_sample)
-    return scheduler.step(eps, t, x, eta=0.0, use_clipped_model_output=clip).prev_sample
+    """One decode step alpha_bar[t] -> alpha_bar[t - T//S] (1 below 0): diffusers' DDIM
+    step, or for a clipping scheduler (DVA's sampler) ``dva_step``, DVA's own arithmetic
+    with float64 coefficients, which re-derives eps from the clipped x0."""
+    if not scheduler.config.clip_sample:
+        return scheduler.step(eps, t, x, eta=0.0).prev_sample
+    prev = t - NUM_TRAIN_TIMESTEPS // scheduler.num_inference_steps
+    alphas = alphas_cumprod64()
+    return dva_step(x, eps, alphas[t], alphas[prev] if prev >= 0 else 1.0)
 
 
+@functools.cache
 def alphas_cumprod64() -> torch.Tensor:
     """alpha_bar[t] of the schedule (T,) in float64, as DVA builds it (numpy float64
     linspace of the betas, then the cumulative product); diffusers' tables are float32,
@@ -149,20 +155,20 @@ def alphas_cumprod64() -> torch.Tensor:
     return torch.from_numpy(np.cumprod(1.0 - betas, axis=0))
 
 
-def dva_inverse_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor | float,
+def dva_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor | float,
                      alpha_bar_next: torch.Tensor | float, clip: bool = True) -> torch.Tensor:
-    """One step of DVA's encoder (its ``ddim_reverse_sample``), from noise level
-    ``alpha_bar`` up to ``alpha_bar_next``, with eps evaluated at x itself (DDIM's Eq. 12,
-    Song et al. 2021, run forward in t)::
+    """One step of DVA's sampler from noise level ``alpha_bar`` to ``alpha_bar_next``,
+    with eps evaluated at x itself (DDIM's Eq. 12, Song et al. 2021, eta = 0): up in
+    noise, its encoder's ``ddim_reverse_sample``; down, its decoder's ``ddim_sample``::
 
         x0     = sqrt(1/a) · x - sqrt(1/a - 1) · eps      clipped to [-1, 1] when ``clip``
         eps'   = (sqrt(1/a) · x - x0) / sqrt(1/a - 1)      (= eps when nothing was clipped)
         x_next = sqrt(a_next) · x0 + sqrt(1 - a_next) · eps'
 
     The coefficients are computed in float64 and rounded to x's dtype once, in DVA's
-    form, so a float32 step gives DVA's float32 result bit for bit. Written out rather
-    than taken from diffusers' ``DDIMInverseScheduler``: that one keeps the raw eps after
-    clipping x0, where DVA re-derives it."""
+    form, so a float32 step gives DVA's float32 result bit for bit (diffusers' schedulers
+    hold float32 tables, in which 1 - alpha_bar near t = 0 loses digits; its inverse
+    scheduler also keeps the raw eps after clipping x0, where DVA re-derives it)."""
     a, a_next = float(alpha_bar), float(alpha_bar_next)
     coef = lambda v: torch.tensor(v, dtype=torch.float64).to(dtype=x.dtype, device=x.device)  # noqa: E731
     r, rm1, an = coef((1 / a) ** 0.5), coef((1 / a - 1) ** 0.5), coef(a_next)
@@ -184,7 +190,7 @@ def dva_encode(
     clip: bool = True,
 ) -> torch.Tensor:
     """DVA's encoder: clean frames x0 (N, C, H, W), taken to sit at alpha_bar[0], ->
-    x_T at alpha_bar[T - T//S] by S - 1 ``dva_inverse_step``s at t = 0, T//S, ...,
+    x_T at alpha_bar[T - T//S] by S - 1 ``dva_step``s at t = 0, T//S, ...,
     T - 2·T//S under ``cond`` (N, D). ``clip=False`` leaves x0 unclipped (for tests)."""
     check_steps(steps, "dva")
     alphas = alphas_cumprod64()
@@ -192,7 +198,7 @@ def dva_encode(
     x = x0
     for t, t_next in itertools.pairwise(timesteps):
         eps = _eps(eps_model, x, t, cond, precision)
-        x = dva_inverse_step(x, eps, alphas[t], alphas[t_next], clip)
+        x = dva_step(x, eps, alphas[t], alphas[t_next], clip)
         if callback is not None:
             callback(1)
     return x

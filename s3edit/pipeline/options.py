@@ -155,7 +155,7 @@ def pick_compile(name: str | Compile, device: torch.device) -> bool:
 
 
 THREADS_ENV = "OMP_NUM_THREADS"
-_threads = {"asked": None, "applied": None}
+_threads = {"asked": None, "applied": None, "why": ""}
 
 
 def machine_load() -> float:
@@ -204,15 +204,22 @@ def set_threads(threads: int | None) -> None:
 def apply_threads() -> int:
     """torch's CPU threads, set once per process at the start of a model stage (a rerun
     in the same process keeps the first choice): ``--threads`` when given, else
-    ``auto_threads``; the choice is noted."""
+    ``auto_threads``; the choice is noted once the run's weights are loaded (a user's
+    mistake found before that is the only line printed)."""
     if _threads["applied"] is not None:
         return _threads["applied"]
     asked = _threads["asked"]
     threads, why = (asked, "--threads") if asked is not None else auto_threads()
     torch.set_num_threads(threads)
-    _threads["applied"] = threads
-    console.note(f"threads: {threads} ({why})")
+    _threads["applied"], _threads["why"] = threads, why
     return threads
+
+
+def describe_threads() -> str:
+    """The note line of ``apply_threads``' choice (empty before it ran)."""
+    if _threads["applied"] is None:
+        return ""
+    return f"threads: {_threads['applied']} ({_threads.get('why', '--threads')})"
 
 
 def check_steps(steps: int, sampler: Sampler = Sampler.s3edit) -> int:
@@ -329,6 +336,8 @@ def run_options(
         weights = load_weights(weights if weights is not None else job_weights(job), dev)
     prepare_model(weights.model, prec)
     console.note(describe_precision(prec, dev))
+    if dev.type == "cpu" and describe_threads():
+        console.note(describe_threads())
     use_compile = pick_compile(compile, dev)
     if use_compile:
         compiled.compile_eps(weights.model, dev, backend=compile_backend)

@@ -57,6 +57,7 @@ def fresh_threads(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setitem(options._threads, "asked", None)
     monkeypatch.setitem(options._threads, "applied", None)
+    monkeypatch.setitem(options._threads, "why", "")
     yield
     torch.set_num_threads(before)
 
@@ -65,17 +66,23 @@ def test_threads_option_wins_and_is_applied_once(fresh_threads, monkeypatch, cap
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     set_threads(1)
     assert apply_threads() == 1 and torch.get_num_threads() == 1
-    assert "threads: 1 (--threads)" in capsys.readouterr().err
+    assert options.describe_threads() == "threads: 1 (--threads)"
     set_threads(2)
-    assert apply_threads() == 1 and capsys.readouterr().err == ""  # once per process
+    assert apply_threads() == 1  # once per process
     with pytest.raises(InputError, match="at least 1"):
         set_threads(0)
 
 
-def test_automatic_threads_are_applied_and_noted(fresh_threads, monkeypatch, capsys):
+def test_automatic_threads_are_applied_and_noted_after_the_weights_load(fresh_threads, monkeypatch, capsys,
+                                                                        small_weights):
     monkeypatch.setattr(options, "auto_threads", lambda: (1, "2 CPUs, load 1.0"))
-    assert apply_threads() == 1 and torch.get_num_threads() == 1
-    assert "threads: 1 (2 CPUs, load 1.0)" in capsys.readouterr().err
+    options.run_options(small_weights, steps=2, device="cpu")
+    assert torch.get_num_threads() == 1
+    err = capsys.readouterr().err
+    assert "threads: 1 (2 CPUs, load 1.0)" in err and err.index("precision:") < err.index("threads:")
+    with pytest.raises(Exception, match="weight"):  # a user's mistake is the only line printed
+        options.run_options(small_weights.parent / "no-such-set", steps=2, device="cpu")
+    assert "threads:" not in capsys.readouterr().err
 
 
 def test_the_root_option_is_kept_for_a_model_stage_not_applied_for_help(fresh_threads):
@@ -85,4 +92,4 @@ def test_the_root_option_is_kept_for_a_model_stage_not_applied_for_help(fresh_th
 
     result = CliRunner().invoke(app, ["--threads", "1", "encode", "--help"])
     assert result.exit_code == 0 and "--compile" in result.output
-    assert options._threads == {"asked": 1, "applied": None}
+    assert options._threads == {"asked": 1, "applied": None, "why": ""}
