@@ -19,8 +19,8 @@ from s3edit.pipeline.run import edit_video
 from s3edit.video import io as vio
 
 
-def test_edit_video_reads_each_crop_twice_and_decodes_the_video_twice(example_clip, small_weights, tiny,
-                                                                     tmp_path, monkeypatch):
+def test_edit_video_reads_each_crop_three_times_and_decodes_the_video_twice(example_clip, small_weights, tiny,
+                                                                           tmp_path, monkeypatch):
     decodes, reads = [], Counter()
     real_iter, real_read = vio.iter_frames, Job.read_crops
 
@@ -50,7 +50,8 @@ def test_edit_video_reads_each_crop_twice_and_decodes_the_video_twice(example_cl
     assert result.video.is_file()
     frames = result.job.aligned_frames().indices
     assert len(decodes) == 2, decodes  # align (one pass) and paste
-    assert {reads[(None, int(i))] for i in frames} == {2}  # the encode stage's two passes
+    # the encode stage's two passes, and the confined edit's original crop (x0 outside the region)
+    assert {reads[(None, int(i))] for i in frames} == {3}
     assert not [k for k in reads if k[0] is not None]  # a confined edit is pasted from its change
     assert not track_reads  # align wrote the track; the later stages share its arrays
 

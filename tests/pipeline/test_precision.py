@@ -4,6 +4,7 @@ native bf16 matrix instructions, fp32 on other CPUs; the choice is printed."""
 import pytest
 import torch
 
+from s3edit import console
 from s3edit.errors import InputError
 from s3edit.model import ddim
 from s3edit.pipeline.options import (cpu_bf16_flags, describe_precision, pick_precision, prepare_model,
@@ -45,9 +46,10 @@ def test_the_choice_is_described_with_its_reason(cpuinfo):
     assert "no native bf16" in describe_precision("fp32", CPU, cpuinfo(AVX2))
 
 
-def test_bf16_runs_channels_last_and_its_decode_matches_fp32(small_weights, capsys):
+def test_bf16_runs_channels_last_and_its_decode_matches_fp32(small_weights, capsys, monkeypatch):
     """The bf16 path (channels_last weights and samples, fp32 DDIM updates) decodes
     what the fp32 path decodes, to bf16's rounding."""
+    monkeypatch.setitem(console._state, "quiet", False)  # an earlier test's -q must not hide notes
     run = run_options(small_weights, steps=4, device="cpu", precision="bf16")
     assert "bf16 autocast, channels_last" in capsys.readouterr().err
     model = run.weights.model

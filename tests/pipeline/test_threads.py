@@ -76,6 +76,7 @@ def test_threads_option_wins_and_is_applied_once(fresh_threads, monkeypatch, cap
 def test_automatic_threads_are_applied_and_noted_after_the_weights_load(fresh_threads, monkeypatch, capsys,
                                                                         small_weights):
     monkeypatch.setattr(options, "auto_threads", lambda: (1, "2 CPUs, load 1.0"))
+    monkeypatch.setitem(options.console._state, "quiet", False)  # an earlier test's -q must not hide notes
     options.run_options(small_weights, steps=2, device="cpu")
     assert torch.get_num_threads() == 1
     err = capsys.readouterr().err
