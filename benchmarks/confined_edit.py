@@ -13,7 +13,7 @@ such backgrounds, for the same x_T, edited code and region (decoding from t < 70
 - ``path`` (what ``edit`` runs, ``ddim.ddim_decode_in_region``): x0 noised with its
   own inversion noise (no extra passes, nothing stored).
 
-For each it prints the passes per frame and, inside the region, the change's size and
+For each it prints the network passes per frame of the edit and, inside the region, the change's size and
 how far each change is from the ``decode`` one (PSNR over the [-1, 1] range), plus the
 load average. ``--picture``: rows = source, source + each change.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +50,7 @@ def blend_with(background, eps_model, x_T, cond, region, steps, start):
     return x
 
 
+@torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job", type=Path, help="an aligned job (encoded here at --steps if it is not)")
@@ -78,40 +78,39 @@ def main() -> None:
     start = CONFINED_EDIT_START
     results = {}
 
-    t0 = time.perf_counter()  # decode: the plain trajectory recomputed beside the edit
+    # decode: the plain trajectory recomputed beside the edit
     scheduler, plain_x, states = ddim.decode_scheduler(steps), x_T, {}
     for t in scheduler.timesteps.tolist():  # the sample at each level below the top
         plain_x = scheduler.step(ddim._eps(model, plain_x, t, plain, "fp32"), t, plain_x, eta=0.0).prev_sample
         states[t - ddim.NUM_TRAIN_TIMESTEPS // steps] = plain_x
     out = blend_with(lambda level: states.get(level, x_T), model, x_T, cond, region, steps, start)
-    results["decode"] = (out - plain_x, time.perf_counter() - t0, steps + ddim.region_passes(steps, start))
+    results["decode"] = (out - plain_x, steps + ddim.region_passes(steps, start))
 
     inverse, x, trajectory = ddim.encode_scheduler(steps), x0, {}  # encode: the inversion's samples,
     for t in inverse.timesteps.tolist():  # made by the encode stage itself (not timed here)
         x = inverse.step(ddim._eps(model, x, t, plain, "fp32"), t, x).prev_sample
         trajectory[t] = x
-    t0 = time.perf_counter()
     out = blend_with(lambda level: x0 if level < 0 else trajectory[level], model, x_T, cond, region, steps, start)
-    results["encode"] = (out - x0, time.perf_counter() - t0, ddim.region_passes(steps, start))
+    results["encode"] = (out - x0, ddim.region_passes(steps, start))
 
-    t0 = time.perf_counter()  # path: the tool's
+    # path: the tool's
     out = ddim.ddim_decode_in_region(model, x_T, x0, cond, region, steps, edit_start=start)
-    results["path"] = (out - x0, time.perf_counter() - t0, ddim.region_passes(steps, start))
+    results["path"] = (out - x0, ddim.region_passes(steps, start))
 
     inside = region.expand_as(x0) > 0.5
     ref = results["decode"][0]
     print(f"{job.root.name}: {len(idx)} frames, {steps} steps, {args.attr} {args.scale:+g}, edit from t < {start}; "
           f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end")
-    print(f"{'background':>10} {'passes/frame':>13} {'seconds':>8} {'change rms':>11} {'PSNR vs decode':>15}")
-    for name, (change, seconds, passes) in results.items():
+    print(f"{'background':>10} {'passes/frame':>13} {'change rms':>11} {'PSNR vs decode':>15}")
+    for name, (change, passes) in results.items():
         rms = change[inside].pow(2).mean().sqrt().item()
         diff = (change - ref)[inside].pow(2).mean().sqrt().item()
         psnr = "-" if name == "decode" else f"{20 * np.log10(2 / max(diff, 1e-12)):.1f} dB"
-        print(f"{name:>10} {passes:>13} {seconds:>8.1f} {rms:>11.4f} {psnr:>15}")
+        print(f"{name:>10} {passes:>13} {rms:>11.4f} {psnr:>15}")
     if args.picture:
         from PIL import Image
 
-        tiles = [x0] + [(x0 + change).clamp(-1, 1) for change, _, _ in results.values()]
+        tiles = [x0] + [(x0 + change).clamp(-1, 1) for change, _ in results.values()]
         grid = torch.cat([torch.cat(list(t), 2) for t in tiles], 1)
         Image.fromarray(((grid + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(args.picture)
         print(f"picture: {args.picture} (rows: source, then source + the change with each background)")
