@@ -4,10 +4,12 @@
     python benchmarks/default_model.py --weights default --compare ./default-s3 --frames 75
     python benchmarks/default_model.py --clips ../shared/clips/talk_man_short_2s.mp4 --steps 50
     python benchmarks/default_model.py --frames 20 --steps 20 50 100 --sampler s3edit dva
+    python benchmarks/default_model.py --frames 10 --steps 10 20 --fixed-point 0 1 2 3
 
 For each clip (default: two shared clips of people without glasses), each weight set
 (``--weights``, then every ``--compare``), each DDIM sampler (``--sampler``; default the
-set's own, docs/sampler.md) and each step count (``--steps``), on the clip's first
+set's own, docs/sampler.md), each step count (``--steps``) and each number of fixed-point
+corrections per encode step (``--fixed-point``, s3edit's sampler), on the clip's first
 ``--frames`` frames:
 
 1. ``align`` at the set's resolution (a job per clip and set);
@@ -21,7 +23,7 @@ set's own, docs/sampler.md) and each step count (``--steps``), on the clip's fir
 TACR/NAPR use the FIRST set's heads for every row, so all rows are judged alike. The
 identity net of the metrics is ``--id-net`` (dlib's 128-d ResNet by default). One job per
 clip and set: each sampler and step count encodes it again (x_T; the semantics are
-kept). The load average before and after is printed with the table. The same
+kept). Each row gives the network passes per frame of its encode and of its decodes. The load average before and after is printed with the table. The same
 figures come from the commands (per clip): ``s3edit edit CLIP --attr Eyeglasses --scale 0``
 then ``s3edit score CLIP.s3job CLIP_recon.mp4``, and ``s3edit edit CLIP --attr Eyeglasses
 --scale 0.6`` then ``s3edit score CLIP.s3job CLIP_Eyeglasses+0.6.mp4 --sheet sheet.png``
@@ -40,23 +42,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = ROOT.parent / "shared" / "clips"
 DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
-COLUMNS = ("psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face", "seconds")
-HEADERS = ("PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit", "seconds")
+COLUMNS = ("enc_passes", "dec_passes", "psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face", "seconds")
+HEADERS = ("enc pass", "dec pass", "PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit", "seconds")
 
 
 def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: str | None = None,
-             steps: int = 100) -> dict[str, float]:
-    """Reconstruction and edit of one clip with one set, sampler and step count -> the
-    row's figures."""
-    from s3edit.pipeline.edit import edit_job
+             steps: int = 100, fixed_point: int = 0) -> dict[str, float]:
+    """Reconstruction and edit of one clip with one set, sampler, step count and
+    fixed-point corrections -> the row's figures."""
+    from s3edit.model import ddim
+    from s3edit.pipeline.edit import CONFINED_EDIT_START, edit_job
     from s3edit.pipeline.options import run_options
     from s3edit.pipeline.paste import PasteConfig, paste_video
     from s3edit.pipeline.score import AttributeTarget, score
 
     started = time.perf_counter()
     row: dict[str, float] = {}
-    run = run_options(weights, steps=steps, batch_size=args.batch_size, sampler=sampler)
-    tag = f"{clip.stem}__{weights.name}__{run.sampler.value}"
+    run = run_options(weights, steps=steps, batch_size=args.batch_size, sampler=sampler, fixed_point=fixed_point)
+    tag = f"{clip.stem}__{weights.name}__{run.sampler.value}" + (f"__fp{fixed_point}" if fixed_point else "")
+    row["enc_passes"] = ddim.encode_passes(steps, run.sampler.value, fixed_point)
+    row["dec_passes"] = steps if args.region == "whole" else ddim.region_passes(steps, CONFINED_EDIT_START)
     recon = edit_job(job, [(args.attr, 0.0)], run)
     video = paste_video(job, out / f"{tag}_recon.mp4",
                         PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
@@ -82,11 +87,11 @@ def fmt(value) -> str:
 def print_table(results: dict[str, dict[str, dict[str, float]]], args, load: str = "") -> None:
     print(f"\n{args.attr} {args.scale:+g}, region {args.region}, first {args.frames} frames, id net "
           f"{args.id_net}; PSNR in dB inside the face region; T = DDIM steps{load}")
-    print(f"{'clip':<36} {'weights':<16} {'sampler':<7} {'T':>4} " + " ".join(f"{h:>9}" for h in HEADERS))
+    print(f"{'clip':<36} {'weights':<16} {'sampler':<7} {'T':>4} {'K':>2} " + " ".join(f"{h:>9}" for h in HEADERS))
     for clip, rows in results.items():
         for key, row in rows.items():
-            name, sampler, steps = key.split("|")
-            print(f"{clip:<36} {name:<16} {sampler:<7} {steps:>4} "
+            name, sampler, steps, fixed = key.split("|")
+            print(f"{clip:<36} {name:<16} {sampler:<7} {steps:>4} {fixed:>2} "
                   + " ".join(f"{fmt(row.get(c)):>9}" for c in COLUMNS))
 
 
@@ -100,6 +105,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.6)
     parser.add_argument("--steps", type=int, nargs="+", default=[100], help="DDIM steps of encode and decode "
                         "(several: a row each)")
+    parser.add_argument("--fixed-point", type=int, nargs="+", default=[0],
+                        help="fixed-point corrections per encode step (several: a row each)")
     parser.add_argument("--sampler", nargs="+", choices=("s3edit", "dva"), default=[None],
                         help="DDIM sampler(s), a row each (default: each set's own)")
     parser.add_argument("--region", default="auto", help="edit --region: auto (an attribute's region) or whole")
@@ -134,10 +141,12 @@ def main() -> None:
                               max_frames=args.frames)
             for sampler in args.sampler:
                 for steps in args.steps:
-                    print(f"[{clip.name}] {weights.name} {sampler or 'default sampler'} T={steps} ...", flush=True)
-                    row = validate(clip, weights, judge, job, args, args.out, sampler, steps)
-                    used = job.stage("encode")["params"]["sampler"]
-                    results.setdefault(clip.name, {})[f"{weights.name}|{used}|{steps}"] = row
+                    for fixed in args.fixed_point:
+                        print(f"[{clip.name}] {weights.name} {sampler or 'default sampler'} T={steps} K={fixed} ...",
+                              flush=True)
+                        row = validate(clip, weights, judge, job, args, args.out, sampler, steps, fixed)
+                        used = job.stage("encode")["params"]["sampler"]
+                        results.setdefault(clip.name, {})[f"{weights.name}|{used}|{steps}|{fixed}"] = row
     load = "; load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
         *load_before, *os.getloadavg())
     print_table(results, args, load)

@@ -14,6 +14,10 @@ autocast and memory format, as the DDIM loops call it) and reports:
   same dtype;
 - rel err: ||eps - eps_fp32|| / ||eps_fp32|| on the same inputs.
 
+``--compile`` adds a row per precision with the eps call through ``torch.compile`` as
+``--compile on`` runs it (``s3edit.pipeline.compiled``), with the seconds the first call
+took to compile beside it.
+
 The load average (1 minute) at the start and the end is printed with the figures: a
 loaded machine makes every figure slower. ``--job`` adds the seconds of each stage of
 README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scale 0.6``
@@ -22,6 +26,7 @@ README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scal
     python benchmarks/speed.py                                  # both models, fp32 + auto
     python benchmarks/speed.py --models default --passes 10 --json speed.json
     python benchmarks/speed.py --models default --job --steps 20
+    python benchmarks/speed.py --models default --compile            # + torch.compile rows
     python benchmarks/speed.py --device cuda --batch 8 --dva-batch 8 --dva-passes 10
 
 Threads follow the CLI's rule (``--threads``, else the automatic count; printed). On a
@@ -144,7 +149,7 @@ def time_passes(model, inputs, precision: str, passes: int, device: torch.device
 
 
 def measure_model(name: str, batch: int, passes: int, precisions: list[str], peaks: dict[str, float],
-                  device: torch.device) -> list[dict]:
+                  device: torch.device, compile: bool = False) -> list[dict]:
     model, size, cond_dim, what = build(name, device)
     flops = flops_per_pass(model, size, cond_dim, device)
     g = torch.Generator().manual_seed(0)
@@ -152,22 +157,38 @@ def measure_model(name: str, batch: int, passes: int, precisions: list[str], pea
               torch.randint(0, ddim.NUM_TRAIN_TIMESTEPS, (batch,), generator=g).to(device),
               torch.randn(batch, cond_dim, generator=g).to(device))
     rows, reference = [], None
-    for precision in precisions:
+    for precision, compiled in [(p, False) for p in precisions] + [(p, True) for p in precisions if compile]:
         if precision != "fp32":
             options.prepare_model(model, precision)
+        compile_s = None
+        if compiled:
+            from s3edit.pipeline.compiled import compile_eps
+
+            fallback = compile_eps(model, device)
+            t0 = time.perf_counter()
+            eps_call(model, *inputs, precision)  # the first call of this shape compiles
+            sync(device)
+            compile_s = time.perf_counter() - t0
+            if fallback.failed is not None:
+                compiled = "failed"
         seconds, eps = time_passes(model, inputs, precision, passes, device)
-        reference = eps if precision == "fp32" else reference
+        if compiled:
+            from s3edit.pipeline.compiled import uncompile_eps
+
+            uncompile_eps(model)
+        reference = eps if precision == "fp32" and not compiled else reference
         err = ((eps - reference).norm() / reference.norm()).item() if reference is not None else float("nan")
         per_pass = seconds / batch
         peak = peaks.get(precision if precision in peaks else "bf16")
-        rows.append(dict(model=name, what=what, size=size, precision=precision, batch=batch, passes=passes,
+        rows.append(dict(model=name, what=what, size=size, precision=precision, compiled=compiled,
+                         compile_s=compile_s, batch=batch, passes=passes,
                          s_per_pass=per_pass, passes_per_s=1 / per_pass, flops_per_pass=flops,
                          flops_per_s=flops / per_pass, peak_flops_per_s=peak,
                          of_peak=flops / per_pass / peak if peak else None, rel_err=err))
     return rows
 
 
-def run_job(device: torch.device, steps: int) -> dict[str, float]:
+def run_job(device: torch.device, steps: int | None, fixed_point: int | None) -> dict[str, float]:
     """Seconds of align, encode, edit and paste of README's main job in a temporary folder."""
     from s3edit.pipeline.align import align_video
     from s3edit.pipeline.edit import edit_job
@@ -175,7 +196,7 @@ def run_job(device: torch.device, steps: int) -> dict[str, float]:
     from s3edit.pipeline.run import paste_edit
 
     stages = {}
-    run = options.run_options("default", steps=steps, device=device.type)
+    run = options.run_options("default", steps=steps, device=device.type, fixed_point=fixed_point)
     with tempfile.TemporaryDirectory(prefix="s3edit-speed-") as tmp:
         t0 = time.perf_counter()
         job = align_video(CLIP, Path(tmp) / "astronaut.s3job", size=run.weights.size)
@@ -190,6 +211,7 @@ def run_job(device: torch.device, steps: int) -> dict[str, float]:
         paste_edit(result, Path(tmp) / "out.mp4")
         stages["paste"] = time.perf_counter() - t0
         stages["frames"] = result.frames
+        stages["steps"], stages["fixed_point"] = run.steps, run.fixed_point
     return stages
 
 
@@ -207,12 +229,17 @@ def table(report: dict) -> str:
         "|" + "---|" * 9,
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['model']} {r['size']}² | {r['precision']} | {r['batch']} | {r['s_per_pass']:.4g} | "
+        how = r["precision"]
+        if r.get("compiled"):
+            how += (" compiled (failed: eager)" if r["compiled"] == "failed"
+                    else f" compiled ({r['compile_s']:.0f} s to compile)")
+        lines.append(f"| {r['model']} {r['size']}² | {how} | {r['batch']} | {r['s_per_pass']:.4g} | "
                      f"{r['passes_per_s']:.3g} | {r['flops_per_pass'] / 1e9:.3g} | "
                      f"{r['flops_per_s'] / scale:.3g} | {100 * r['of_peak']:.1f} | {r['rel_err']:.2e} |")
     if report.get("job"):
         job = report["job"]
-        lines += ["", f"README's main job ({job['frames']} frames, {report['job_steps']} steps): " +
+        lines += ["", f"README's main job ({job['frames']} frames, {job['steps']} steps, {job['fixed_point']} "
+                  "fixed-point corrections): " +
                   ", ".join(f"{k} {job[k]:.1f} s" for k in ("align", "encode", "edit", "paste"))]
     return "\n".join(lines)
 
@@ -228,7 +255,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CLI's automatic count)")
     parser.add_argument("--job", action="store_true", help="also time README's main job, stage by stage")
-    parser.add_argument("--steps", type=int, default=ddim.DEFAULT_STEPS, help="DDIM steps of --job")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps of --job (default: the CLI's)")
+    parser.add_argument("--fixed-point", type=int, default=None,
+                        help="fixed-point corrections per encode step of --job (default: the CLI's)")
+    parser.add_argument("--compile", action="store_true", help="also time each precision through torch.compile")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -243,14 +273,15 @@ def main() -> None:
     for name in args.models:
         default = name == "default"
         rows += measure_model(name, args.batch if default else args.dva_batch,
-                              args.passes if default else args.dva_passes, precisions, peaks, device)
-    job = run_job(device, args.steps) if args.job else None
+                              args.passes if default else args.dva_passes, precisions, peaks, device,
+                              args.compile)
+    job = run_job(device, args.steps, args.fixed_point) if args.job else None
     report = dict(
         device=str(device), torch=torch.__version__, threads=threads, platform=platform.platform(),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         auto_precision=auto, auto_reason=options.describe_precision(auto, device),
         peak_flops_per_s=peaks, load_start=load_start, load_end=load_avg(), rows=rows,
-        job=job, job_steps=args.steps if job else None)
+        job=job)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

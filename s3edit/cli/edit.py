@@ -14,6 +14,7 @@ from s3edit.cli.options import (
     BatchSizeOpt,
     CompileOpt,
     DeviceOpt,
+    FixedPointOpt,
     FramesOpt,
     JsonOpt,
     OverwriteOpt,
@@ -52,6 +53,7 @@ def edit_cmd(
     region: RegionOpt = Region.auto,
     frames: FramesOpt = None,
     sampler: SamplerOpt = None,
+    fixed_point: FixedPointOpt = None,
     compile: CompileOpt = Compile.auto,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
@@ -72,7 +74,7 @@ def edit_cmd(
         job = Job.open(target)
         job.require("align", "run `s3edit align VIDEO -o JOB` first.")
         run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision, job=job,
-                          sampler=sampler, compile=compile)
+                          sampler=sampler, compile=compile, fixed_point=fixed_point)
         result = edit_job(job, attributes, run, region)
         if output is not None and shard.first:
             result.video = paste_edit(result, output, overwrite)
@@ -80,7 +82,7 @@ def edit_cmd(
         result = edit_video(target, attributes, output, job_dir=job_dir, weights=weights, steps=steps,
                             batch_size=batch_size, device=device, precision=precision, overwrite=overwrite,
                             size=size, region=region, sampler=sampler, frames=span,
-                            compile=compile)
+                            compile=compile, fixed_point=fixed_point)
     if not shard.first:  # under torchrun, rank 0 writes the video and reports for every process
         return
     summary = {"job": str(result.job.root), "edit": result.name, "folder": str(result.folder),

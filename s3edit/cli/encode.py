@@ -11,6 +11,7 @@ from s3edit.cli.options import (
     BatchSizeOpt,
     CompileOpt,
     DeviceOpt,
+    FixedPointOpt,
     JobArg,
     JsonOpt,
     PrecisionOpt,
@@ -32,12 +33,13 @@ def encode_cmd(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     sampler: SamplerOpt = None,
+    fixed_point: FixedPointOpt = None,
     compile: CompileOpt = Compile.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Encode an aligned job: z_id, z_lnd, z_face and the DDIM noise map x_T of every frame.
 
-    Cached in JOB/latents: a rerun with the same weights, steps and sampler does
+    Cached in JOB/latents: a rerun with the same weights, steps, sampler and corrections does
     nothing, and every later `s3edit edit` of the job costs decoding steps only.
 
     Example: s3edit encode clip.job --weights dva --steps 100 --batch-size 8
@@ -46,7 +48,7 @@ def encode_cmd(
     done = Job.open(job)
     done.require("align", "run `s3edit align VIDEO -o JOB` first.")
     encode_job(done, run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
-                                 job=done, sampler=sampler, compile=compile))
+                                 job=done, sampler=sampler, compile=compile, fixed_point=fixed_point))
     if not shard.first:  # under torchrun, rank 0 reports for every process
         return
     entry = done.stage("encode")
@@ -54,4 +56,10 @@ def encode_cmd(
         typer.echo(json.dumps({"job": str(done.root), **entry}, indent=2))
         return
     typer.echo(f"{done.root}: {entry['frames']} frames encoded with {entry.get('weights_name') or 'weights'} "
-               f"({entry['params']['steps']} DDIM steps, sampler {entry['params']['sampler']}) in {done.latents_dir}")
+               f"({entry['params']['steps']} DDIM steps, sampler {entry['params']['sampler']}"
+               f"{fixed_note(entry['params'])}) in {done.latents_dir}")
+
+
+def fixed_note(params: dict) -> str:
+    k = params.get("fixed_point", 0)
+    return f", {k} fixed-point correction{'s' if k > 1 else ''} per step" if k else ""

@@ -11,15 +11,16 @@ Per valid frame (a crop from ``align``), in batches so memory is bounded by the 
    plain mean_i z_id_i, as DVA's editing script (sets imported from DVA), or
    ``l2norm_mean``, l2norm(mean_i z_id_i), s3edit's (sets it trained), which puts the
    code on the unit sphere the frames' codes and the edit rule's results live on;
-3. x_T_i = DDIM inversion of crop i under z_face_i with ``RunOptions.sampler``
-   (``s3edit.model.ddim``, docs/sampler.md).
+3. x_T_i = DDIM inversion of crop i under z_face_i with ``RunOptions.sampler`` and
+   ``RunOptions.fixed_point`` corrections per step (``s3edit.model.ddim``, docs/sampler.md).
 
 Everything goes to ``JOB/latents/`` (``s3edit.job``, docs/job-format.md): small per-chunk files
 written atomically, so an interrupted run resumes at the next chunk. The manifest entry
 ``stages.encode.params`` holds what the latents depend on (weight-set fingerprint,
-steps, sampler, identity rule, model resolution, the align parameters); a rerun with the
-same params is skipped, other params discard the latents and encode again (other steps
-or another sampler: x_T only, the semantics are kept).
+steps, sampler, fixed-point corrections when there are any, identity rule, model
+resolution, the align parameters); a rerun with the same params is skipped, other params
+discard the latents and encode again (other steps, sampler or corrections: x_T only, the
+semantics are kept).
 """
 
 from __future__ import annotations
@@ -102,10 +103,12 @@ class Latents:
         return self.job.latent_chunks("xT") if self.job is not None else []
 
 
+X_T_ONLY = ("steps", "sampler", "fixed_point")  # encode params that make x_T only
+
+
 def semantics_key(params: dict) -> str:
-    """What z_id/z_lnd/z_face depend on: every encode param except the DDIM steps and
-    sampler (they make x_T only)."""
-    rest = {k: v for k, v in params.items() if k not in ("steps", "sampler")}
+    """What z_id/z_lnd/z_face depend on: every encode param except ``X_T_ONLY``."""
+    rest = {k: v for k, v in params.items() if k not in X_T_ONLY}
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -147,8 +150,11 @@ def encode_job(job: Job | str | os.PathLike, run: RunOptions) -> Latents:
     lw = run.weights
     params = asdict(EncodeParams(lw.fingerprint, run.steps, lw.size, frames.align_params, run.sampler.value,
                                  run.identity.value))
+    if run.fixed_point:  # named only when used, so jobs encoded without corrections stay valid
+        params["fixed_point"] = run.fixed_point
     if job.is_done(STAGE, params) and job.has_semantics():
-        console.note(f"encode: {job.root} is already encoded with these weights, steps and sampler; nothing to do.")
+        console.note(f"encode: {job.root} is already encoded with these weights, steps, sampler and "
+                     "corrections; nothing to do.")
         return load_latents(job)
     entry = job.stage(STAGE)
     key = semantics_key(params)
@@ -218,13 +224,15 @@ def _merge_semantics(job: Job, run: RunOptions, key: str) -> Latents:
 
 def _x_T_pass(job: Job, run: RunOptions, frames: AlignedFrames, latents: Latents, shard: Shard) -> None:
     todo, n = _my_batches(frames, job.latent_frames_done("xT"), run.batch_size, shard)
-    passes = ddim.encode_passes(run.steps, run.sampler.value)
-    with console.progress(f"encode: DDIM inversion ({run.steps} steps, {run.sampler.value})", n * passes) as advance:
+    passes = ddim.encode_passes(run.steps, run.sampler.value, run.fixed_point)
+    fixed = f", {run.fixed_point} fixed-point corrections per step" if run.fixed_point else ""
+    with console.progress(f"encode: DDIM inversion ({run.steps} steps, {run.sampler.value}{fixed})",
+                          n * passes) as advance:
         advance((n - sum(len(rows) for rows in todo)) * passes)
         for rows in todo:
             idx = frames.indices[rows]
             z_face = latents.z_face[latents.rows(torch.from_numpy(idx))].to(run.device)
             x_T = ddim.ddim_encode(run.weights.model, _model_crops(job, frames, rows, run), z_face, run.steps,
                                    run.precision, callback=lambda k, b=len(rows): advance(k * b),
-                                   sampler=run.sampler.value)
+                                   sampler=run.sampler.value, fixed_point=run.fixed_point)
             job.write_latent_chunk("xT", {"index": torch.from_numpy(idx), "x_T": x_T.half()})

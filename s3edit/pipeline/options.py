@@ -231,6 +231,15 @@ def check_steps(steps: int, sampler: Sampler = Sampler.s3edit) -> int:
     return steps
 
 
+def check_fixed_point(fixed_point: int, sampler: Sampler = Sampler.s3edit) -> int:
+    if fixed_point < 0:
+        raise InputError(f"--fixed-point must be 0 or more, got {fixed_point}.")
+    if sampler is Sampler.dva and fixed_point:
+        raise InputError("--fixed-point goes with --sampler s3edit; DVA's sampler encodes as DVA does, "
+                         "without corrections.")
+    return fixed_point
+
+
 def set_rules(lw: LoadedWeights) -> tuple[Sampler, IdentityRule]:
     """A weight set's default sampler and its identity rule, from its config.json
     (absent: s3edit's); a value this s3edit does not know is a WeightsError."""
@@ -283,6 +292,7 @@ class RunOptions:
     sampler: Sampler = Sampler.s3edit
     identity: IdentityRule = IdentityRule.l2norm_mean
     compiled: bool = False  # the eps call runs through torch.compile (s3edit.pipeline.compiled)
+    fixed_point: int = 0  # corrections per encode step (ddim.ddim_encode)
 
 
 def job_weights(job: Job | None) -> Path | None:
@@ -296,6 +306,29 @@ def job_steps(job: Job | None) -> int | None:
     entry = (job.stage(ENCODE_STAGE) or {}) if job is not None else {}
     steps = entry.get("params", {}).get("steps")
     return int(steps) if steps is not None else None
+
+
+def job_fixed_point(job: Job | None, sampler: Sampler = Sampler.s3edit) -> int | None:
+    """The fixed-point corrections the job's x_T was encoded with by ``sampler`` (0 when
+    its params name none); None without an encode stage or when another sampler made it."""
+    entry = (job.stage(ENCODE_STAGE) or {}) if job is not None else {}
+    params = entry.get("params")
+    if not params or params.get("sampler") != sampler.value:
+        return None
+    return int(params.get("fixed_point", 0))
+
+
+def resolve_steps(steps: int | None, fixed_point: int | None, sampler: Sampler,
+                  job: Job | None) -> tuple[int, int]:
+    """Steps and fixed-point corrections of a run: what was asked, else the job's (its
+    corrections when its x_T was made by ``sampler``), else ``ddim.default_steps(sampler)``."""
+    default_steps, default_fixed = ddim.default_steps(sampler.value)
+    if steps is None:
+        steps = job_steps(job) or default_steps
+    if fixed_point is None:
+        recorded = job_fixed_point(job, sampler)
+        fixed_point = recorded if recorded is not None else default_fixed
+    return steps, fixed_point
 
 
 def job_sampler(job: Job | None, lw: LoadedWeights) -> Sampler | None:
@@ -318,17 +351,21 @@ def run_options(
     sampler: str | Sampler | None = None,
     compile: str | Compile = Compile.auto,
     compile_backend: str | Callable = "inductor",
+    fixed_point: int | None = None,
 ) -> RunOptions:
     """Resolve once: ``weights`` (a name, a folder, weights already loaded, or None: the
     set ``job`` was encoded with, else the registry's default), ``steps`` (None: the
-    job's encode steps, else ``ddim.DEFAULT_STEPS``), device, precision, ``sampler``
-    (None: the job's, when it was encoded with these weights, else the set's default)
-    and ``compile`` (``pick_compile``; ``compile_backend``: torch.compile's backend); the
+    job's encode steps, else the sampler's default, ``ddim.default_steps``), device, precision, ``sampler``
+    (None: the job's, when it was encoded with these weights, else the set's default),
+    ``fixed_point`` (corrections per encode step; None: the job's, else the sampler's
+    default; ``resolve_steps``) and ``compile`` (``pick_compile``; ``compile_backend``: torch.compile's backend); the
     identity rule is the set's. Sets torch's CPU threads first (``apply_threads``)."""
     apply_threads()
-    steps = steps if steps is not None else (job_steps(job) or ddim.DEFAULT_STEPS)
     asked = choice(Sampler, sampler, "sampler") if sampler is not None else None
-    check_steps(steps, asked or Sampler.s3edit)
+    if steps is not None:  # what the user gave is checked before the weights load
+        check_steps(steps, asked or Sampler.s3edit)
+    if fixed_point is not None:
+        check_fixed_point(fixed_point, asked or Sampler.s3edit)
     check_batch_size(batch_size)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
@@ -348,5 +385,7 @@ def run_options(
         compiled.uncompile_eps(weights.model)
     default, identity = set_rules(weights)
     chosen = asked or job_sampler(job, weights) or default
+    steps, fixed_point = resolve_steps(steps, fixed_point, chosen, job)
     check_steps(steps, chosen)
-    return RunOptions(weights, dev, prec, steps, batch_size, chosen, identity, use_compile)
+    check_fixed_point(fixed_point, chosen)
+    return RunOptions(weights, dev, prec, steps, batch_size, chosen, identity, use_compile, fixed_point)

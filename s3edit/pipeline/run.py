@@ -44,6 +44,7 @@ def edit_video(
     sampler: str | Sampler | None = None,
     frames: tuple[int, int | None] | None = None,
     compile: str | Compile = Compile.auto,
+    fixed_point: int | None = None,
 ) -> EditResult:
     """Every missing stage for ``video`` into ``job_dir`` (default ``./<stem>.s3job``),
     crops of ``size`` (default: the model's resolution); writes the edited video to
@@ -51,7 +52,8 @@ def edit_video(
     (when encoded with these weights), else the weight set's default. ``frames`` (A, B):
     only frames A .. B - 1 are aligned, encoded and edited; the rest of the video is
     written untouched (default output ``./<stem>_<edit name>__fA-B.mp4``). ``compile``:
-    torch.compile of the UNet (``options.pick_compile``)."""
+    torch.compile of the UNet (``options.pick_compile``); ``fixed_point``: corrections per
+    encode step (None: the job's, else 0)."""
     video = require_input_file(video, "video")
     job_dir = Path(job_dir) if job_dir is not None else default_job_dir(video)
     if output is not None:  # before any work: a clash should not cost an encode
@@ -59,7 +61,7 @@ def edit_video(
     info = probe(video)
     existing = Job.open(job_dir) if Job.is_job(job_dir) else None
     run = run_options(weights, steps=steps, batch_size=batch_size, device=device, precision=precision,
-                      job=existing, sampler=sampler, compile=compile)
+                      job=existing, sampler=sampler, compile=compile, fixed_point=fixed_point)
     edit = resolve_edit(attributes, run, region)  # fail before align
     start, stop = frames or (0, None)
     shard = joined()

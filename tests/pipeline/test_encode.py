@@ -49,7 +49,10 @@ def test_x_T_is_the_ddim_inversion_of_each_crop(encoded_master, small_weights, t
     lw = load_weights(small_weights, torch.device("cpu"))
     index, x_T = next(enc.iter_x_T(lat))
     crops = to_model(job.read_crops(index[:2].numpy()), 32)
-    expected = ddim.ddim_encode(lw.model, crops, lat.z_face[lat.rows(index[:2])], tiny.steps)
+    # the fixture encodes with the default corrections, and the job records them
+    assert job.stage("encode")["params"]["fixed_point"] == ddim.DEFAULT_FIXED_POINT == 2
+    expected = ddim.ddim_encode(lw.model, crops, lat.z_face[lat.rows(index[:2])], tiny.steps,
+                                fixed_point=ddim.DEFAULT_FIXED_POINT)
     torch.testing.assert_close(x_T[:2], expected, rtol=0, atol=2e-3)  # fp16 on disk
 
 
