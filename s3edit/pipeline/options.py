@@ -146,8 +146,8 @@ def prepare_model(model: torch.nn.Module, precision: ddim.Precision) -> torch.nn
 
 
 def pick_compile(name: str | Compile, device: torch.device) -> bool:
-    """``auto`` -> on for CUDA, off on the CPU (there inductor compiled the 64-px UNet in
-    over two minutes for an 8 % faster pass; docs/sampler.md, "Speed")."""
+    """``auto`` -> on for CUDA, off on the CPU (there inductor takes minutes to compile the
+    64-px UNet and its pass is no faster; docs/sampler.md, "Speed")."""
     name = choice(Compile, name, "compile")
     if name is Compile.auto:
         return device.type == "cuda"
