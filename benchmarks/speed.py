@@ -14,6 +14,13 @@ autocast and memory format, as the DDIM loops call it) and reports:
   same dtype;
 - rel err: ||eps - eps_fp32|| / ||eps_fp32|| on the same inputs.
 
+``--train PRESETS`` times training instead, per preset (e.g. ``default-64,default-128``):
+one optimiser step of the preset's UNet (random weights) on the noise-prediction loss,
+forward, backward and AdamW, at ``--train-batch`` images, fp32 and the auto precision's
+autocast, and what that makes in an hour and in three. DVA's objective (``tune
+--objective dva``) puts two frames of each sample through the UNet, so its step at batch
+B costs about this row's at 2·B.
+
 ``--compile`` adds a row per precision with the eps call through ``torch.compile`` as
 ``--compile on`` runs it (``s3edit.pipeline.compiled``), with the seconds the first call
 took to compile beside it.
@@ -27,6 +34,7 @@ README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scal
     python benchmarks/speed.py --models default --passes 10 --json speed.json
     python benchmarks/speed.py --models default --job --steps 20
     python benchmarks/speed.py --models default --compile            # + torch.compile rows
+    python benchmarks/speed.py --models none --train default-64,default-128 --train-batch 16
     python benchmarks/speed.py --device cuda --batch 8 --dva-batch 8 --dva-passes 10
 
 Threads follow the CLI's rule (``--threads``, else the automatic count; printed). On a
@@ -188,6 +196,42 @@ def measure_model(name: str, batch: int, passes: int, precisions: list[str], pea
     return rows
 
 
+def measure_training(name: str, batch: int, steps: int, precisions: list[str], device: torch.device) -> list[dict]:
+    """Seconds per optimiser step of preset ``name``'s UNet at ``batch`` images (the fastest
+    of ``steps`` after one warm-up step), per precision."""
+    cfg = preset(name)
+    rows = []
+    for precision in precisions:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = UNet(cfg.unet).train()
+        if precision != "fp32":
+            options.prepare_model(model, precision)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        size = cfg.unet.image_size
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, size, size, generator=g).to(device)
+        t = torch.randint(0, ddim.NUM_TRAIN_TIMESTEPS, (batch,), generator=g).to(device)
+        c = torch.randn(batch, cfg.unet.cond_channels, generator=g).to(device)
+        noise = torch.randn(batch, 3, size, size, generator=g).to(device)
+        if precision != "fp32":
+            x = x.contiguous(memory_format=torch.channels_last)
+        best = float("inf")
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            with ddim.autocast(device, precision):
+                loss = (model(x, t, c).float() - noise).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sync(device)
+            best = best if i == 0 else min(best, time.perf_counter() - t0)
+        rows.append(dict(preset=name, size=size, precision=precision, batch=batch,
+                         params=sum(p.numel() for p in model.parameters()), s_per_step=best,
+                         steps_per_hour=3600 / best, images_per_s=batch / best))
+    return rows
+
+
 def run_job(device: torch.device, steps: int | None, fixed_point: int | None) -> dict[str, float]:
     """Seconds of align, encode, edit and paste of README's main job in a temporary folder."""
     from s3edit.pipeline.align import align_video
@@ -224,10 +268,10 @@ def table(report: dict) -> str:
         f"--precision auto here: {report['auto_reason'].removeprefix('precision: ')}",
         f"matmul peak (probe): fp32 {peaks['fp32'] / scale:.3g} {unit}, bf16 {peaks['bf16'] / scale:.3g} {unit}",
         f"load average (1 min): {report['load_start']:.2f} at start, {report['load_end']:.2f} at end",
-        "",
-        f"| model | precision | batch | s/pass | passes/s | GFLOP/pass | {unit} | % of peak | rel err |",
-        "|" + "---|" * 9,
     ]
+    if report["rows"]:
+        lines += ["", f"| model | precision | batch | s/pass | passes/s | GFLOP/pass | {unit} | % of peak | rel err |",
+                  "|" + "---|" * 9]
     for r in report["rows"]:
         how = r["precision"]
         if r.get("compiled"):
@@ -236,6 +280,13 @@ def table(report: dict) -> str:
         lines.append(f"| {r['model']} {r['size']}² | {how} | {r['batch']} | {r['s_per_pass']:.4g} | "
                      f"{r['passes_per_s']:.3g} | {r['flops_per_pass'] / 1e9:.3g} | "
                      f"{r['flops_per_s'] / scale:.3g} | {100 * r['of_peak']:.1f} | {r['rel_err']:.2e} |")
+    if report.get("train"):
+        lines += ["", "| training: preset | precision | batch | M params | s/step | images/s | steps in 1 h | in 3 h |",
+                  "|" + "---|" * 8]
+        for r in report["train"]:
+            lines.append(f"| {r['preset']} {r['size']}² | {r['precision']} | {r['batch']} | {r['params'] / 1e6:.1f} | "
+                         f"{r['s_per_step']:.3g} | {r['images_per_s']:.3g} | {r['steps_per_hour']:.0f} | "
+                         f"{3 * r['steps_per_hour']:.0f} |")
     if report.get("job"):
         job = report["job"]
         lines += ["", f"README's main job ({job['frames']} frames, {job['steps']} steps, {job['fixed_point']} "
@@ -247,7 +298,7 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="default,dva-256", type=lambda s: s.split(","),
-                        help="default (the bundled set) and/or a preset name, e.g. dva-256")
+                        help="default (the bundled set) and/or a preset name, e.g. dva-256; none for no UNet rows")
     parser.add_argument("--batch", type=int, default=8, help="batch of the default set")
     parser.add_argument("--passes", type=int, default=5, help="timed passes of the default set (after 1 warm-up)")
     parser.add_argument("--dva-batch", type=int, default=1, help="batch of a preset model")
@@ -258,6 +309,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps of --job (default: the CLI's)")
     parser.add_argument("--fixed-point", type=int, default=None,
                         help="fixed-point corrections per encode step of --job (default: the CLI's)")
+    parser.add_argument("--train", default="", type=lambda s: [n for n in s.split(",") if n],
+                        help="presets whose training step to time, e.g. default-64,default-128")
+    parser.add_argument("--train-batch", type=int, default=16, help="images per training step")
+    parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (after 1 warm-up)")
     parser.add_argument("--compile", action="store_true", help="also time each precision through torch.compile")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -270,18 +325,20 @@ def main() -> None:
     peaks = probe_peaks(device, bf16_native=device.type == "cuda" or bool(options.cpu_bf16_flags()))
     precisions = ["fp32"] + ([auto] if auto != "fp32" else [])
     rows = []
-    for name in args.models:
+    for name in (m for m in args.models if m != "none"):
         default = name == "default"
         rows += measure_model(name, args.batch if default else args.dva_batch,
                               args.passes if default else args.dva_passes, precisions, peaks, device,
                               args.compile)
+    train = [r for name in args.train
+             for r in measure_training(name, args.train_batch, args.train_steps, precisions, device)]
     job = run_job(device, args.steps, args.fixed_point) if args.job else None
     report = dict(
         device=str(device), torch=torch.__version__, threads=threads, platform=platform.platform(),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         auto_precision=auto, auto_reason=options.describe_precision(auto, device),
         peak_flops_per_s=peaks, load_start=load_start, load_end=load_avg(), rows=rows,
-        job=job)
+        job=job, train=train)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
