@@ -12,6 +12,7 @@ raises ``InputError``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -158,13 +159,27 @@ THREADS_ENV = "OMP_NUM_THREADS"
 _threads = {"asked": None, "applied": None, "why": ""}
 
 
-def machine_load() -> float:
+LOAD_SAMPLES = 5  # reads of the runnable count, LOAD_INTERVAL_S apart
+LOAD_INTERVAL_S = 0.02
+
+
+def machine_load(samples: int = LOAD_SAMPLES, interval_s: float = LOAD_INTERVAL_S) -> float:
     """The load other processes put on this machine: the 1-minute load average, but no
-    more than the tasks runnable at this moment less this one (/proc/loadavg), so the
-    load this process's own earlier stages left in the average does not count."""
+    more than the tasks runnable beside this one (/proc/loadavg), so the load this
+    process's own earlier stages left in the average does not count. The runnable count
+    is the least of ``samples`` reads ``interval_s`` apart: a process that competes for
+    the CPUs is runnable in every read, a blip (a short-lived command, a kernel thread)
+    is not, and should not cost a long run half its threads."""
     try:
-        fields = Path("/proc/loadavg").read_text().split()
-        return min(float(fields[0]), max(int(fields[3].split("/")[0]) - 1, 0))
+        average, runnable = float("inf"), None
+        for i in range(samples):
+            if i:
+                time.sleep(interval_s)
+            fields = Path("/proc/loadavg").read_text().split()
+            average = min(average, float(fields[0]))
+            now = max(int(fields[3].split("/")[0]) - 1, 0)
+            runnable = now if runnable is None else min(runnable, now)
+        return min(average, runnable)
     except (OSError, IndexError, ValueError):
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 

@@ -51,6 +51,25 @@ def test_the_load_of_this_process_itself_does_not_count(monkeypatch, tmp_path):
     assert options.machine_load() == 1.93
 
 
+def test_a_momentary_blip_in_the_runnable_count_does_not_count(monkeypatch):
+    """A task runnable in one read only (a short-lived command) is not load; one runnable
+    in every read is."""
+    reads = iter(["0.10 0.1 0.1 3/230 1\n", "0.10 0.1 0.1 1/230 1\n", "0.10 0.1 0.1 2/230 1\n"])
+
+    class FakePath:
+        def __init__(self, path):
+            assert path == "/proc/loadavg"
+
+        def read_text(self):
+            return next(reads)
+
+    monkeypatch.setattr(options, "Path", FakePath)
+    assert options.machine_load(samples=3, interval_s=0) == 0
+    steady = iter(["1.50 1 1 2/230 1\n"] * 3)
+    monkeypatch.setattr(FakePath, "read_text", lambda self: next(steady))
+    assert options.machine_load(samples=3, interval_s=0) == 1
+
+
 @pytest.fixture
 def fresh_threads(monkeypatch):
     """apply_threads as at a process's start; torch's thread count restored after."""
