@@ -20,7 +20,7 @@ from s3edit.cli.options import (
     WeightsOpt,
 )
 from s3edit.job import Job
-from s3edit.pipeline.encode import encode_job
+from s3edit.pipeline.encode import describe_fixed_point, encode_job
 from s3edit.pipeline.options import Compile, Device, Precision, run_options
 from s3edit.pipeline.shard import joined
 
@@ -57,9 +57,4 @@ def encode_cmd(
         return
     typer.echo(f"{done.root}: {entry['frames']} frames encoded with {entry.get('weights_name') or 'weights'} "
                f"({entry['params']['steps']} DDIM steps, sampler {entry['params']['sampler']}"
-               f"{fixed_note(entry['params'])}) in {done.latents_dir}")
-
-
-def fixed_note(params: dict) -> str:
-    k = params.get("fixed_point", 0)
-    return f", {k} fixed-point correction{'s' if k > 1 else ''} per step" if k else ""
+               f"{describe_fixed_point(entry['params'])}) in {done.latents_dir}")

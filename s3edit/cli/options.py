@@ -44,8 +44,8 @@ SamplerOpt = Annotated[Optional[Sampler], typer.Option(
 FixedPointOpt = Annotated[Optional[int], typer.Option(
     "--fixed-point", min=0, help="Fixed-point corrections per encode step (s3edit sampler): each costs one more "
                                  "pass and makes the inversion closer to exact, so fewer --steps reconstruct as "
-                                 "well (docs/sampler.md). Default: the job's, else 2 (0 with --sampler dva). Other corrections "
-                                 "re-encode x_T.")]
+                                 "well (docs/sampler.md). Default: the job's, else 2 (0 with --sampler dva). "
+                                 "Other corrections re-encode x_T.")]
 RegionOpt = Annotated[Region, typer.Option(
     "--region", help="auto: an attribute with a known region (Eyeglasses: the eyes) changes only that region, "
                      "the rest of the face stays the original (0.7 times the decode passes); whole: the edit may "

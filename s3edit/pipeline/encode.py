@@ -106,6 +106,12 @@ class Latents:
 X_T_ONLY = ("steps", "sampler", "fixed_point")  # encode params that make x_T only
 
 
+def describe_fixed_point(params: dict) -> str:
+    """``, K fixed-point correction(s) per step`` for encode params that name K > 0, else ''."""
+    k = params.get("fixed_point", 0)
+    return f", {k} fixed-point correction{'s' if k > 1 else ''} per step" if k else ""
+
+
 def semantics_key(params: dict) -> str:
     """What z_id/z_lnd/z_face depend on: every encode param except ``X_T_ONLY``."""
     rest = {k: v for k, v in params.items() if k not in X_T_ONLY}
@@ -225,7 +231,7 @@ def _merge_semantics(job: Job, run: RunOptions, key: str) -> Latents:
 def _x_T_pass(job: Job, run: RunOptions, frames: AlignedFrames, latents: Latents, shard: Shard) -> None:
     todo, n = _my_batches(frames, job.latent_frames_done("xT"), run.batch_size, shard)
     passes = ddim.encode_passes(run.steps, run.sampler.value, run.fixed_point)
-    fixed = f", {run.fixed_point} fixed-point corrections per step" if run.fixed_point else ""
+    fixed = describe_fixed_point({"fixed_point": run.fixed_point})
     with console.progress(f"encode: DDIM inversion ({run.steps} steps, {run.sampler.value}{fixed})",
                           n * passes) as advance:
         advance((n - sum(len(rows) for rows in todo)) * passes)
