@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[], help="more weight sets, one row each")
     parser.add_argument("--attr", default="Eyeglasses")
     parser.add_argument("--scale", type=float, default=0.6)
-    parser.add_argument("--steps", type=int, nargs="+", default=[100], help="DDIM steps of encode and decode "
+    parser.add_argument("--steps", type=int, nargs="+", default=[100], help="DDIM steps of encode and decode; "
+                        "with --fixed-point 0 (the defaults here) the figures the model card and TRAINING.md record, "
+                        "`--steps 20 --fixed-point 2` is what `s3edit edit` runs by default "
                         "(several: a row each)")
     parser.add_argument("--fixed-point", type=int, nargs="+", default=[0],
                         help="fixed-point corrections per encode step (several: a row each)")
