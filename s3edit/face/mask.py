@@ -106,7 +106,11 @@ def face_mask(
     return soften(hard_face_mask(crop_landmarks, size), dilate, feather)
 
 
-def eye_band(crop_landmarks: np.ndarray, size: int, pad: float | tuple[float, float] = 0.5) -> np.ndarray:
+EYES = (36, 48)  # the 12 eye landmarks of the 68-point scheme
+MOUTH = (48, 68)  # the 20 mouth landmarks (outer and inner lip)
+
+
+def eye_band(crop_landmarks: np.ndarray, size: int, pad: float | tuple[float, ...] = 0.5) -> np.ndarray:
     """(N, 68, 2) crop px -> (N, size, size) bool: the box around the 12 eye landmarks
     widened by ``pad`` times the eye distance on every side, where glasses go (used to
     check that an Eyeglasses edit changes the eyes' region, not the whole face)."""
@@ -114,16 +118,27 @@ def eye_band(crop_landmarks: np.ndarray, size: int, pad: float | tuple[float, fl
     return eye_band_t(lnd, size, pad).numpy()
 
 
-def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float | tuple[float, float] = 0.5) -> torch.Tensor:
+def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float | tuple[float, ...] = 0.5) -> torch.Tensor:
     """``eye_band`` on tensors (batched, on the landmarks' device): (N, 68, 2) crop px
-    -> (N, size, size) bool. ``pad``: one widening on every side, or (across, up and
-    down), in eye distances."""
-    eyes = crop_landmarks[:, 36:48].float()
-    lo, hi = eyes.amin(1), eyes.amax(1)
-    pad_xy = torch.as_tensor(pad if isinstance(pad, tuple) else (pad, pad), dtype=torch.float32, device=eyes.device)
-    margin = pad_xy * (eyes[:, 6:].mean(1) - eyes[:, :6].mean(1)).norm(dim=1, keepdim=True)
-    lo, hi = lo - margin, hi + margin
-    grid = torch.arange(size, dtype=torch.float32, device=eyes.device)
+    -> (N, size, size) bool. ``pad``: see ``landmark_box_t``."""
+    return landmark_box_t(crop_landmarks, size, EYES, pad)
+
+
+def landmark_box_t(crop_landmarks: torch.Tensor, size: int, points: tuple[int, int],
+                   pad: float | tuple[float, ...]) -> torch.Tensor:
+    """The box around landmarks ``points`` = [start, stop) of the 68-point scheme,
+    widened in units of the eye distance (distance of the two eyes' centres, the face's
+    scale): ``pad`` is one widening on every side, (across, up and down), or (across,
+    up, down). (N, 68, 2) crop px -> (N, size, size) bool."""
+    lnd = crop_landmarks.float()
+    box = lnd[:, points[0]:points[1]]
+    lo, hi = box.amin(1), box.amax(1)
+    eye_distance = (lnd[:, 42:48].mean(1) - lnd[:, 36:42].mean(1)).norm(dim=1, keepdim=True)
+    across, up, down = (pad, pad, pad) if not isinstance(pad, tuple) else \
+        (pad[0], pad[1], pad[1]) if len(pad) == 2 else pad
+    lo = lo - eye_distance * torch.tensor([across, up], dtype=torch.float32, device=lnd.device)
+    hi = hi + eye_distance * torch.tensor([across, down], dtype=torch.float32, device=lnd.device)
+    grid = torch.arange(size, dtype=torch.float32, device=lnd.device)
     inside_x = (grid[None] >= lo[:, :1]) & (grid[None] <= hi[:, :1])
     inside_y = (grid[None] >= lo[:, 1:]) & (grid[None] <= hi[:, 1:])
     return inside_y[:, :, None] & inside_x[:, None, :]
@@ -131,13 +146,36 @@ def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float | tuple[float
 
 # --- attribute regions: where an attribute's edit may change a crop -----------------------
 
-# Attributes whose edit is local, with the region it may change: a box around the 12 eye
-# landmarks widened by (across, up and down) eye distances. (0.75, 0.4) holds every pixel
+
+@dataclass(frozen=True)
+class AttributeRegion:
+    """Where an attribute's edit may change a crop: the box around landmarks ``points``
+    widened by ``pad`` eye distances (``landmark_box_t``)."""
+
+    points: tuple[int, int]
+    pad: tuple[float, ...]
+
+    def box(self, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor:
+        return landmark_box_t(crop_landmarks, size, self.points, self.pad)
+
+    def describe(self) -> dict:
+        return {"points": list(self.points), "pad": list(self.pad)}
+
+
+# Attributes whose edit is local, with the region it may change. Eyeglasses: the eyes'
+# box widened by 0.75 eye distances across and 0.4 up and down, which holds every pixel
 # the classic glasses of ``s3edit.portraits.glasses`` draw, temples to the face's edge
 # included (tests/face/test_mask.py), and leaves out the cheeks and most of the brows,
-# which an edit of the small default model darkens. Attributes not listed may change
-# the whole crop.
-ATTRIBUTE_REGIONS: dict[str, tuple[float, float]] = {"Eyeglasses": (0.75, 0.4)}
+# which an edit of the small default model darkens. Smiling: the mouth's box widened by
+# SMILE_PAD, which holds the corners of a smile (wider than the neutral mouth they are
+# measured on), the cheeks beside them up to the nostrils and the chin below (docs/edit.md;
+# the London pairs' differences, tests/face/test_mask.py). Attributes not listed may
+# change the whole crop.
+SMILE_PAD = (0.45, 0.4, 0.3)
+ATTRIBUTE_REGIONS: dict[str, AttributeRegion] = {
+    "Eyeglasses": AttributeRegion(EYES, (0.75, 0.4)),
+    "Smiling": AttributeRegion(MOUTH, SMILE_PAD),
+}
 # Soft edge of an edit region: Gaussian sigma as a share of the crop side (1 px at 64 px,
 # 4 px at 256 px), so a confined edit has no seam.
 REGION_FEATHER = 1 / 64
@@ -146,8 +184,8 @@ REGION_FEATHER = 1 / 64
 def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
     """The box attribute ``name``'s edit may change: (N, 68, 2) crop px of a ``size``
     crop -> (N, size, size) bool; None for an attribute without a known region."""
-    pad = ATTRIBUTE_REGIONS.get(name)
-    return None if pad is None else eye_band_t(crop_landmarks, size, pad)
+    region = ATTRIBUTE_REGIONS.get(name)
+    return None if region is None else region.box(crop_landmarks, size)
 
 
 def edit_region(names: list[str], crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:

@@ -230,6 +230,7 @@ SHARDS_DIR = "shards"
 JOB_DIR = "job"
 GLASSES_JOB_DIR = "glasses-job"
 CLASSIC_GLASSES_JOB_DIR = "classic-glasses-job"
+SMILING_JOB_DIR = "smiling-job"
 CHUNK = 64  # portraits per resume point
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARRAY_SPECS = {  # name -> (per-item shape given crop size S, dtype)
@@ -527,6 +528,31 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
                 note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} with glasses drawn "
                      f"from its landmarks (style {style}, seed {seed}; s3edit.portraits.glasses)")
     return job_dir, len(idx)
+
+
+def write_smiling_job(portraits: Portraits, job_dir: Path) -> tuple[Path, int]:
+    """The Smiling pairs of the people photographed neutral and smiling, as an s3edit
+    job beside ``job/`` -> (job_dir, pairs): frame k is the k-th neutral face with its own
+    smile registered and pasted into the mouth and cheeks (``s3edit.portraits.smiling``);
+    ``<job_dir>-pairs.json`` pairs it with its neutral face in ``job/``. Replaces
+    earlier ones."""
+    from s3edit.portraits.smiling import smile_composites, smiling_pairs
+    from s3edit.train.pairs import write_pairs
+
+    job_dir = Path(job_dir)
+    pairs = smiling_pairs(portraits.items)
+    neutral = pairs[:, 0]
+    arrays = {k: v[neutral] for k, v in portraits.arrays.items()}
+    arrays["crops"], arrays["landmarks"] = smile_composites(portraits.arrays["crops"], portraits.arrays["landmarks"], pairs)
+    size = int(portraits.meta["params"]["size"])
+    to_image = np.linalg.inv(quad_to_transform(arrays["quads"], size))  # crop px -> photo px
+    arrays["image_landmarks"] = apply_transform(to_image, arrays["landmarks"]).astype(np.float32)
+    write_stills_job(job_dir, arrays, {**portraits.meta["params"], "smiling_pairs": len(pairs)})
+    write_pairs(pairs_path(job_dir), "Smiling", job_dir.parent / JOB_DIR, job_dir,
+                np.stack([neutral, np.arange(len(pairs))], axis=1),
+                note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} (neutral) with the same person's "
+                     "smiling photo registered and pasted into the Smiling region (s3edit.portraits.smiling)")
+    return job_dir, len(pairs)
 
 
 def pairs_path(job_dir: Path) -> Path:

@@ -239,14 +239,30 @@ class PairTerm:
         """The attributes L_keep edits: those with a known region (``keep_region``)."""
         return [i for i, n in enumerate(self.names) if n in ATTRIBUTE_REGIONS] if self.keep > 0 else []
 
+    def pick(self, gen: torch.Generator, n: int) -> Tensor:
+        """``n`` pair rows drawn with replacement, each attribute an equal share in
+        expectation (an attribute with 100 pairs beside one with 2,000 would otherwise
+        get one row in twenty); with one attribute, uniform over the rows."""
+        counts = torch.bincount(self.attribute, minlength=len(self.names))
+        if (counts > 0).sum() < 2:
+            return torch.randint(self.rows.shape[0], (n,), generator=gen)
+        present = torch.nonzero(counts).flatten()
+        attr = present[torch.randint(len(present), (n,), generator=gen)]
+        order = torch.argsort(self.attribute, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        within = (torch.rand(n, generator=gen) * counts[attr]).long().clamp(max=counts[attr] - 1)
+        return order[starts[attr] + within]
+
     def rows_per_step(self, batch_size: int) -> int:
         return self.batch or max(1, batch_size // 2)
 
     def describe(self) -> dict[str, Any]:
         return {"names": list(self.names), "pairs": int(self.rows.shape[0]), "weight": self.weight,
+                **({"balanced": True} if len(self.attribute.unique()) > 1 else {}),
                 "batch": self.batch, "sources": list(self.sources), "t_min": PAIR_T_MIN,
                 "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames,
-                "code_noise": self.code_noise, "keep": self.keep, "keep_pad": ATTRIBUTE_REGIONS["Eyeglasses"],
+                "code_noise": self.code_noise, "keep": self.keep,
+                "keep_regions": {self.names[i]: ATTRIBUTE_REGIONS[self.names[i]].describe() for i in self.keep_attributes},
                 **({"keep_target": self.keep_target, "keep_x0_cap": KEEP_X0_CAP}
                    if self.keep_target != "noise" else {})}
 
@@ -301,7 +317,7 @@ class DVAObjective(Objective):
         }
         if self.pairs is not None:
             p = self.pairs.rows_per_step(batch)
-            pick = torch.randint(self.pairs.rows.shape[0], (p,), generator=gen)
+            pick = self.pairs.pick(gen, p)
             add = torch.rand(p, generator=gen) < 0.5
             rows = self.pairs.rows[pick]
             lo, hi = PAIR_GAMMA

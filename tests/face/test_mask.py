@@ -9,6 +9,7 @@ import torch
 
 from s3edit.face.mask import (
     ATTRIBUTE_REGIONS,
+    SMILE_PAD,
     MaskConfig,
     attribute_region,
     edit_region,
@@ -112,8 +113,24 @@ def test_attribute_region_is_the_widened_eye_band_and_none_without_one():
     lm = synthetic_landmarks()[None]
     region = attribute_region("Eyeglasses", torch.from_numpy(lm), SIZE)
     assert region.dtype == torch.bool and region.shape == (1, SIZE, SIZE)
-    assert np.array_equal(region.numpy(), eye_band(lm, SIZE, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))
-    assert attribute_region("Smiling", torch.from_numpy(lm), SIZE) is None
+    assert np.array_equal(region.numpy(), eye_band(lm, SIZE, pad=ATTRIBUTE_REGIONS["Eyeglasses"].pad))
+    assert attribute_region("Young", torch.from_numpy(lm), SIZE) is None
+
+
+def test_the_smiling_region_is_the_mouth_widened_to_the_cheeks_and_chin_not_the_eyes():
+    lm = synthetic_landmarks()  # eye distance 66 px; mouth x 103-153, y 170-190; nostrils y 150
+    region = attribute_region("Smiling", torch.from_numpy(lm[None]), SIZE)[0].numpy()
+    across, up, down = SMILE_PAD
+    rows, cols = np.nonzero(region)
+    assert cols.min() == pytest.approx(103 - across * 66, abs=1) and cols.max() == pytest.approx(153 + across * 66, abs=1)
+    assert rows.min() == pytest.approx(170 - up * 66, abs=1) and rows.max() == pytest.approx(190 + down * 66, abs=1)
+    assert region[150, 115:141].all()  # the nostrils' row: the cheeks' folds beside the nose
+    assert not region[:130].any()  # eyes and brows untouched
+    # a smile's corners: a mouth a third wider than this one still lies inside
+    wide = lm.copy()
+    wide[48:68, 0] = (wide[48:68, 0] - 128) * 4 / 3 + 128
+    corners = np.rint(wide[[48, 54]]).astype(int)
+    assert region[corners[:, 1], corners[:, 0]].all()
 
 
 def test_edit_region_is_soft_inside_one_and_none_when_any_attribute_has_no_region():
@@ -126,6 +143,8 @@ def test_edit_region_is_soft_inside_one_and_none_when_any_attribute_has_no_regio
     assert soft[0, 0, 220:].max() == 0 and soft[0, 0, :40].max() == 0  # mouth, chin and hair untouched
     assert not torch.equal(soft[0], soft[1])  # per frame, from each frame's landmarks
     assert 0 < soft[0, 0][~hard[0]].max() < 0.5  # feathered: no seam at the box's edge
-    assert edit_region(["Eyeglasses", "Smiling"], lm, SIZE) is None
+    assert edit_region(["Eyeglasses", "Young"], lm, SIZE) is None
+    both = edit_region(["Eyeglasses", "Smiling"], lm, SIZE)  # the union of the eyes' and the mouth's
+    assert both[0, 0, 110, 128] > 0.5 and both[0, 0, 180, 128] > 0.5 and both[0, 0, 60, 128] == 0
     assert edit_region([], lm, SIZE) is None
 

@@ -56,8 +56,9 @@ def test_edit_name():
     assert ed.edit_name([], 100) == "recon__s100"
     # --region whole is named only where it changes something: an attribute with a region
     assert ed.edit_name([("Eyeglasses", 0.6)], 100, "whole") == "Eyeglasses+0.6__s100__whole"
-    assert ed.edit_name([("Smiling", 0.3)], 100, "whole") == "Smiling+0.3__s100"
-    assert ed.edit_name([("Eyeglasses", 0.6), ("Smiling", 0.3)], 100, "whole") == "Eyeglasses+0.6_Smiling+0.3__s100"
+    assert ed.edit_name([("Smiling", 0.3)], 100, "whole") == "Smiling+0.3__s100__whole"
+    assert ed.edit_name([("Young", 0.3)], 100, "whole") == "Young+0.3__s100"
+    assert ed.edit_name([("Eyeglasses", 0.6), ("Young", 0.3)], 100, "whole") == "Eyeglasses+0.6_Young+0.3__s100"
     assert ed.edit_name([("Eyeglasses", 0.0)], 100, "whole") == "Eyeglasses+0__s100"
 
 
@@ -166,15 +167,15 @@ def test_cli_edit_unknown_region(cli, encoded):
 
 
 def test_edit_skips_when_done_and_resumes_missing_crops(encoded):
-    first = ed.edit_job(encoded, [("Smiling", 0.5)], run_of(encoded))
+    first = ed.edit_job(encoded, [("Young", 0.5)], run_of(encoded))
     assert first.decoded == first.frames
     crops = sorted((first.folder / "crops").glob("*.png"))
     mtimes = {p.name: p.stat().st_mtime_ns for p in crops}
-    again = ed.edit_job(encoded, [("Smiling", 0.5)], run_of(encoded))
+    again = ed.edit_job(encoded, [("Young", 0.5)], run_of(encoded))
     assert again.decoded == 0
     crops[3].unlink()  # as if interrupted before this crop
     crops[5].unlink()
-    resumed = ed.edit_job(encoded, [("Smiling", 0.5)], run_of(encoded))
+    resumed = ed.edit_job(encoded, [("Young", 0.5)], run_of(encoded))
     assert resumed.decoded == 2
     assert all(p.stat().st_mtime_ns == mtimes[p.name] for p in crops if p.exists() and p not in (crops[3], crops[5]))
 

@@ -140,7 +140,7 @@ def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_ed
         code = edit_identity(z + draws["keep_code_noise"], term.directions[0], draws["keep_sign"] * draws["keep_gamma"],
                              term.conds_mean, term.conds_std)
         eps = model(x_t, t, model.fuse(code, sem.z_lnd[i]))
-    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"].pad))[:, None].float()
     assert 0.3 < float(outside.mean()) < 0.95
     expected = ((eps - draws["eps1"]).abs() * outside).sum() / (outside.sum() * 3)
     torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
@@ -179,7 +179,7 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
     every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=KEEP_X0_CAP)
     assert 5 < float(every.mean()) < 10  # over all t: the weights are divided by it
     gap = gap / every.mean()
-    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"]))[:, None].float()
+    outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"].pad))[:, None].float()
     expected = (gap * outside).sum() / (outside.sum() * 3)
     torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
     # the plain prediction is a fixed target: the term's gradient is that of the edited
@@ -205,7 +205,7 @@ def test_an_unknown_keep_target_is_refused():
 
 def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region(tiny_model, crops):
     model = tiny_model()
-    for change in ({"keep": 0.0}, {"names": ("Smiling",)}):
+    for change in ({"keep": 0.0}, {"names": ("Young",)}):
         term = pair_term(model)
         for k, v in change.items():
             setattr(term, k, v)
@@ -226,7 +226,9 @@ def test_the_keep_region_is_the_attributes_edit_region():
     region = keep_region("Eyeglasses", lnd01, 32)
     assert region.shape == (3, 1, 32, 32)
     assert torch.equal(region[:, 0].bool(), attribute_region("Eyeglasses", lnd01 * 32 - 0.5, 32))
-    assert keep_region("Smiling", torch.zeros(1, 68, 2), 32) is None
+    assert keep_region("Young", torch.zeros(1, 68, 2), 32) is None
+    smile = keep_region("Smiling", lnd01, 32)
+    assert torch.equal(smile[:, 0].bool(), attribute_region("Smiling", lnd01 * 32 - 0.5, 32))
 
 
 def test_training_with_pairs_lowers_the_pair_loss(tmp_path, tiny_model, crops):
@@ -240,3 +242,27 @@ def test_training_with_pairs_lowers_the_pair_loss(tmp_path, tiny_model, crops):
     assert set(result.losses[0]) == {"loss", "simple", "reg", "pair", "keep"}
     after = evaluate(DVAObjective(result.ema, pairs=pair_term(model)), frames, batch_size=4, batches=2)
     assert after["pair"] < 0.8 * before["pair"]
+
+
+def test_pair_rows_give_each_attribute_an_equal_share():
+    """20 Eyeglasses pairs beside 2 Smiling ones: half the drawn rows are Smiling's, and
+    each attribute's rows are drawn alike; one attribute alone draws as before."""
+    rows = torch.arange(44).view(22, 2)
+    attribute = torch.tensor([0] * 10 + [1] * 2 + [0] * 10)
+    term = PairTerm(rows=rows, attribute=attribute, directions=torch.eye(2, 4), conds_mean=torch.zeros(1, 4),
+                    conds_std=torch.ones(1, 4), names=("Eyeglasses", "Smiling"))
+    pick = term.pick(torch.Generator().manual_seed(0), 8000)
+    assert pick.min() >= 0 and pick.max() < 22
+    share = (attribute[pick] == 1).float().mean()
+    assert abs(float(share) - 0.5) < 0.03
+    counts = torch.bincount(pick, minlength=22).float()
+    assert counts[10:12].min() > 0.8 * counts[10:12].max()  # Smiling's two alike
+    glasses = counts[attribute == 0]
+    assert glasses.min() > 0.5 * glasses.max() and abs(float(glasses.mean()) - 200) < 10
+    assert term.describe()["balanced"] is True
+
+    single = PairTerm(rows=rows, attribute=torch.zeros(22, dtype=torch.int64), directions=torch.eye(1, 4),
+                      conds_mean=torch.zeros(1, 4), conds_std=torch.ones(1, 4), names=("Eyeglasses",))
+    assert torch.equal(single.pick(torch.Generator().manual_seed(3), 50),
+                       torch.randint(22, (50,), generator=torch.Generator().manual_seed(3)))
+    assert "balanced" not in single.describe()

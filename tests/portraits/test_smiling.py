@@ -1,0 +1,108 @@
+"""Smiling pairs from real photos (s3edit.portraits.smiling): which rows pair up, the
+registration of the smiling photo onto the neutral one, and a composite that differs
+from the neutral crop only inside the Smiling region."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from s3edit.errors import InputError
+from s3edit.face.mask import ATTRIBUTE_REGIONS, MOUTH
+from s3edit.portraits.prepare import (
+    JOB_DIR, SMILING_JOB_DIR, PrepareConfig, load_portraits, pairs_path, prepare_portraits, write_smiling_job,
+)
+from s3edit.portraits.smiling import composite_mask, register, smile_composite, smiling_pairs
+
+PAINT = (250, 250, 250)
+
+
+@pytest.fixture(scope="module")
+def aligned(make_folder, tmp_path_factory):
+    """Two aligned astronaut crops (64 px) as one London sitter, neutral and smiling."""
+    root = tmp_path_factory.mktemp("smiling")
+    out = root / "aligned"
+    prepare_portraits(make_folder(root / "photos"), out, PrepareConfig(size=64))
+    return out
+
+
+def test_pairs_are_the_people_photographed_both_ways():
+    items = [{"source": "london", "person": "a", "smiling": "no"},
+             {"source": "london", "person": "b", "smiling": "yes"},
+             {"source": "canada", "person": "c", "smiling": "no"},
+             {"source": "london", "person": "a", "smiling": "yes"},
+             {"source": "canada", "person": "c", "smiling": "yes"},
+             {"source": "london", "person": "d", "smiling": "no"}]
+    assert smiling_pairs(items).tolist() == [[0, 3]]
+    assert smiling_pairs(items, "canada").tolist() == [[2, 4]]
+    with pytest.raises(InputError, match="no person of 'pixabay' is photographed both neutral and smiling"):
+        smiling_pairs(items, "pixabay")
+
+
+def moved_smile(crop: np.ndarray, lnd: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop moved by a small similarity (3 degrees, 1.04x, a few px) with its mouth
+    painted white: a stand-in for the same person's smiling photo -> (image, landmarks,
+    the similarity)."""
+    size = crop.shape[0]
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 3.0, 1.04)
+    matrix[:, 2] += (1.5, -1.0)
+    moved = cv2.warpAffine(crop, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
+    moved_lnd = (lnd @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+    cv2.fillPoly(moved, [np.rint(moved_lnd[MOUTH[0]:60]).astype(np.int32)], PAINT)
+    return moved, moved_lnd, matrix
+
+
+def test_the_composite_is_the_neutral_crop_with_the_registered_smile_inside_the_region(aligned):
+    portraits = load_portraits(aligned)
+    crop, lnd = portraits.arrays["crops"][0], portraits.arrays["landmarks"][0]
+    smiling, smiling_lnd, matrix = moved_smile(crop, lnd)
+
+    back = register(smiling_lnd, lnd)  # undoes the move
+    undo = cv2.invertAffineTransform(matrix)
+    np.testing.assert_allclose(back, undo, atol=1e-3)
+
+    out, out_lnd = smile_composite(crop, lnd, smiling, smiling_lnd)
+    mask = composite_mask(np.stack([lnd, lnd]), 64)
+    assert (out[mask == 0] == crop[mask == 0]).all()  # outside the region: the neutral crop, exactly
+    assert 0.05 < (mask > 0).mean() < 0.5
+    lips = np.zeros((64, 64), np.uint8)
+    cv2.fillPoly(lips, [np.rint(lnd[MOUTH[0]:60]).astype(np.int32)], 1)
+    inner = cv2.erode(lips, np.ones((3, 3), np.uint8)).astype(bool)
+    assert inner.sum() > 5 and np.abs(out[inner].astype(int) - PAINT).max() < 30  # the smile, where the mouth is
+    np.testing.assert_allclose(out_lnd[MOUTH[0]:MOUTH[1]], lnd[MOUTH[0]:MOUTH[1]], atol=1e-2)
+    np.testing.assert_array_equal(out_lnd[:MOUTH[0]], lnd[:MOUTH[0]])
+
+
+def test_composite_mask_is_the_union_of_both_mouths_regions_feathered(aligned):
+    lnd = load_portraits(aligned).arrays["landmarks"][0]
+    wide = lnd.copy()
+    wide[MOUTH[0]:MOUTH[1], 0] = (wide[MOUTH[0]:MOUTH[1], 0] - 32) * 1.3 + 32  # a wider mouth
+    one = ATTRIBUTE_REGIONS["Smiling"].box(torch.from_numpy(lnd[None]), 64)[0].numpy()
+    both = ATTRIBUTE_REGIONS["Smiling"].box(torch.from_numpy(np.stack([lnd, wide])), 64).any(0).numpy()
+    mask = composite_mask(np.stack([lnd, wide]), 64)
+    assert both.sum() > one.sum()
+    assert (mask[both] > 0.25).all() and mask.max() == pytest.approx(1.0, abs=1e-3)
+    assert 0 < mask[~both].max() < 0.75  # soft edge, no seam
+
+
+def test_smiling_job_and_its_pairs_file(aligned):
+    from s3edit.job import Job
+    from s3edit.train.pairs import read_pairs, resolve_pairs
+
+    portraits = load_portraits(aligned)
+    for item, smiling in zip(portraits.items, ("no", "yes")):
+        item |= {"source": "london", "person": "p0", "smiling": smiling}
+    job_dir, n = write_smiling_job(portraits, aligned / SMILING_JOB_DIR)
+    assert n == 1
+    job = Job.open(job_dir)
+    made = job.read_crops([0])[0]
+    expected, lnd = smile_composite(*(portraits.arrays[k][i] for i in (0,) for k in ("crops", "landmarks")),
+                                    portraits.arrays["crops"][1], portraits.arrays["landmarks"][1])
+    np.testing.assert_array_equal(made, expected)
+    np.testing.assert_allclose(job.read_track()["crop_landmarks"][0], lnd, atol=1e-5)
+    pairs = read_pairs(pairs_path(job_dir))
+    assert pairs.attribute == "Smiling" and pairs.frames.tolist() == [[0, 0]]
+    assert pairs.without.resolve() == (aligned / JOB_DIR).resolve()
+    assert resolve_pairs(pairs, [aligned / JOB_DIR, job_dir], [np.arange(2), np.arange(1)]).tolist() == [[0, 2]]
