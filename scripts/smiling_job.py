@@ -19,7 +19,12 @@ import typer
 
 from s3edit import console
 from s3edit.errors import S3EditError
-from s3edit.portraits.prepare import SMILING_JOB_DIR, load_portraits, pairs_path, write_smiling_job
+from s3edit.portraits.prepare import (
+    SMILING_JOB_DIR,
+    load_portraits,
+    pairs_path,
+    write_smiling_job,
+)
 
 
 def main(

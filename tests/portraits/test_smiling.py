@@ -12,9 +12,20 @@ import torch
 from s3edit.errors import InputError
 from s3edit.face.mask import ATTRIBUTE_REGIONS, MOUTH
 from s3edit.portraits.prepare import (
-    JOB_DIR, SMILING_JOB_DIR, PrepareConfig, load_portraits, pairs_path, prepare_portraits, write_smiling_job,
+    JOB_DIR,
+    SMILING_JOB_DIR,
+    PrepareConfig,
+    load_portraits,
+    pairs_path,
+    prepare_portraits,
+    write_smiling_job,
 )
-from s3edit.portraits.smiling import composite_mask, register, smile_composite, smiling_pairs
+from s3edit.portraits.smiling import (
+    composite_mask,
+    register,
+    smile_composite,
+    smiling_pairs,
+)
 
 PAINT = (250, 250, 250)
 
