@@ -16,7 +16,8 @@ With one attribute this is DVA's rule exactly; several attributes add their step
 the normalised space before the one l2norm (the order of ``--attr`` does not matter).
 
 Where the edit may draw (``region``): an attribute with a known region
-(``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included) is
+(``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included;
+Smiling: the mouth, cheeks and chin) is
 confined to it by default (``auto``): the frame is decoded under the edited code inside
 the region, with the original crop noised along its own inversion path outside it,
 blended at every DDIM step from t < ``CONFINED_EDIT_START``
@@ -26,7 +27,7 @@ What the edit changed against the original crop is stored as the edit
 original frame: outside the region the frame stays the original, pixel for pixel. The
 steps above ``CONFINED_EDIT_START`` cost nothing, so a confined edit takes 0.7 times the
 passes of a whole-face one. ``whole`` lets the edit change
-the whole crop (DVA's way; always so for attributes without a region, e.g. Smiling,
+the whole crop (DVA's way; always so for attributes without a region, e.g. Male,
 Young); on the small default model such an edit also shifts the colours of some faces
 (``weights/default/MODEL_CARD.md``).
 

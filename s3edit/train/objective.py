@@ -31,7 +31,9 @@ tgt) in either direction (add: src lacks it; remove: src has it), a noise eps_p 
 so under the edited code the prediction is the target's x0, from src's noisy frame and
 from tgt's own (there eps* = eps_p, at every t: the steps that end a decode included).
 This is what DDIM inversion followed by a decode under an edited code asks of the
-network. The loss is in epsilon space, weighing each t by how far its prediction moves
+network. With pairs of several attributes, each attribute gets an equal share of the
+pair rows (``PairTerm.pick``): the 102 real Smiling pairs beside 2,210 glasses twins
+would otherwise be one row in twenty. The loss is in epsilon space, weighing each t by how far its prediction moves
 the DDIM trajectory; t_min = ``PAIR_T_MIN`` keeps eps* bounded where abar -> 1. The
 region term gives the few pixels an edit changes as much weight as the whole frame.
 The edited code, not the target's own z_id, conditions the term: a twin's z_id lies
