@@ -17,7 +17,8 @@ corrections per encode step (``--fixed-point``, s3edit's sampler), on the clip's
    PSNR inside the face region, ID-Preserve;
 3. ``edit --attr ATTR --scale S [--region R]`` and ``score`` it: ID-Preserve, TL-ID, TG-ID, TACR
    (share of frames whose ATTR head moved to the target: for Eyeglasses, the share of
-   frames where the glasses head flips), NAPR, PSNR in the face; plus a contact sheet
+   frames where the glasses head flips), NAPR, PSNR in the face, "warp x" (the face's
+   warp error in the edit over the source's: above 1, the edit flickers); plus a contact sheet
    (``score --sheet``: the face in six frames, original above edit) in ``--out``.
 
 TACR/NAPR use the FIRST set's heads for every row, so all rows are judged alike. The
@@ -42,8 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = ROOT.parent / "shared" / "clips"
 DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
-COLUMNS = ("enc_passes", "dec_passes", "psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face", "seconds")
-HEADERS = ("enc pass", "dec pass", "PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit", "seconds")
+COLUMNS = ("enc_passes", "dec_passes", "psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face",
+           "warp_ratio", "seconds")
+HEADERS = ("enc pass", "dec pass", "PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit",
+           "warp x", "seconds")
 
 
 def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: str | None = None,
@@ -74,6 +77,7 @@ def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: st
     report = score(job.root, video, id_net=args.id_net, attr=target, sheet=out / f"{tag}_{edit.name}_sheet.png")
     for key in ("id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face"):
         row[key] = getattr(report, key)
+    row["warp_ratio"] = report.warp_edited_face / report.warp_source_face  # flicker: 1 = as steady as the source
     row["seconds"] = time.perf_counter() - started
     return row
 

@@ -7,10 +7,12 @@ Takes ``--frames`` crops spread over an aligned job, encodes them (DDIM inversio
 ``--steps``), decodes them at scale 0 and at each ``--scales`` value of ``--attr``
 (DVA's edit rule, no routing; ``--identity clip``: under the job's one z_id_rep, as
 the pipeline edits, instead of each crop's own z_id), and prints the mean absolute
-change against the scale-0 decode, in % of the pixel range, inside the eye band (the box around the 12 eye
-landmarks, widened by half the eye distance: where glasses go) and over the rest of the
-crop (rows decoded with ``ddim_decode_in_region``, which keeps the crop itself outside
-the region, against the crop). A decoder that follows z_id changes the eye band far more than the rest as the
+change against the scale-0 decode, in % of the pixel range, inside the attribute's band
+and over the rest of the crop (the band: for Eyeglasses, and attributes without a
+region, the box around the 12 eye landmarks widened by half the eye distance, where
+glasses go; for the others their edit region, ``ATTRIBUTE_REGIONS``, e.g. Smiling's
+mouth and cheeks) (rows decoded with ``ddim_decode_in_region``, which keeps the crop itself outside
+the region, against the crop). A decoder that follows z_id changes the band far more than the rest as the
 scale grows; one that ignores it changes little anywhere. The last columns are the mean
 signed change of R, G and B outside the band (negative: the face darkens).
 ``--edited-below T ...`` adds rows decoded under the edited code only at the steps with
@@ -49,7 +51,7 @@ def main() -> None:
 
     import cv2
 
-    from s3edit.face.mask import edit_region, eye_band
+    from s3edit.face.mask import attribute_region, edit_region, eye_band
     from s3edit.job import Job
     from s3edit.model import ddim
     from s3edit.train.data import load_job_crops
@@ -67,7 +69,8 @@ def main() -> None:
     index = torch.as_tensor(np.unique(np.linspace(0, len(data) - 1, args.frames).round().astype(int)))
     x, lnd = data.crops[index], data.landmarks[index]
     lnd01 = (lnd + 0.5) / size
-    band = torch.from_numpy(eye_band(lnd.numpy(), size))
+    band = attribute_region(name, lnd, size) if name != "Eyeglasses" else None
+    band = torch.from_numpy(eye_band(lnd.numpy(), size)) if band is None else band
     with torch.no_grad():
         z_id, z_lnd = model.z_id(x, lnd01), model.z_lnd(x, lnd01)
         if args.identity == "clip":  # z_id_rep over every frame of the job
@@ -83,7 +86,7 @@ def main() -> None:
             regions[name] = edit_region([name], lnd, size)
             if regions[name] is None:
                 parser.error(f"{name} has no region to confine its edit to")
-        print(f"{'scale':>6} {'t <':>5} {'region':>10} {'eye band %':>11} {'elsewhere %':>12}  "
+        print(f"{'scale':>6} {'t <':>5} {'region':>10} {'band %':>11} {'elsewhere %':>12}  "
               "mean RGB shift elsewhere %")
         for scale in args.scales:
             z_new = torch.stack([edited_identity(z, [(name, scale)], ws.classifier) for z in z_id])
