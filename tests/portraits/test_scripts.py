@@ -1,4 +1,4 @@
-"""scripts/prepare_faces.py, fit_heads.py and glasses_job.py as a user runs them: output,
+"""scripts/prepare_faces.py, fit_heads.py, glasses_job.py and smiling_job.py as a user runs them: output,
 exit codes and one-line error messages."""
 
 from __future__ import annotations
@@ -163,3 +163,24 @@ def test_export_default_needs_heads(run, tmp_path):
     bare = save_weight_set(tmp_path / "bare", build_dva(preset("tiny-32-dlib")))
     result = run("export_default", str(bare), "--registry", str(ROOT / "weights" / "registry.json"))
     assert result.exit_code == 1 and "has no attribute heads; add them with" in result.stderr
+
+
+def test_smiling_job_errors_and_output(run, make_folder, tmp_path):
+    result = run("smiling_job", str(tmp_path))
+    assert result.exit_code == 1 and "holds no finished aligned portraits" in result.stderr
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "aligned"
+    assert run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q").exit_code == 0
+    none = run("smiling_job", str(out))
+    assert none.exit_code == 1 and "no person of 'london' is photographed both neutral and smiling" in none.stderr
+    assert "Traceback" not in none.output
+    meta = json.loads((out / "dataset.json").read_text())
+    for item, smiling in zip(meta["items"], ("no", "yes")):
+        item |= {"source": "london", "person": "p0", "smiling": smiling}
+    (out / "dataset.json").write_text(json.dumps(meta))
+    result = run("smiling_job", str(out))
+    assert result.exit_code == 0, result.output
+    assert "1 neutral faces with their own smile" in result.stdout
+    pairs = json.loads((out / "smiling-job-pairs.json").read_text())
+    assert pairs["attribute"] == "Smiling" and pairs["frames"] == [[0, 0]] and pairs["with"] == "smiling-job"
+    assert (out / "smiling-job-sheet.png").is_file()
