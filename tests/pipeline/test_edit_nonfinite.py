@@ -34,7 +34,7 @@ def poison_batch(monkeypatch, name: str, bad_batch: int) -> None:
 
 def test_a_non_finite_decode_stops_a_whole_face_edit_and_writes_nothing_from_it(cli, encoded, monkeypatch, tmp_path):
     poison_batch(monkeypatch, "ddim_decode", bad_batch=1)
-    result = cli("-q", "edit", str(encoded), "--attr", "Smiling=0.5", "--batch-size", "4", "--device", "cpu",
+    result = cli("-q", "edit", str(encoded), "--attr", "Young=0.5", "--batch-size", "4", "--device", "cpu",
                  "-o", str(tmp_path / "out.mp4"))
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     found = STOPPED.search(result.stderr)

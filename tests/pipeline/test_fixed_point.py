@@ -63,9 +63,9 @@ def test_defaults_follow_the_sampler(small_weights, aligned):
 
 
 def test_an_edit_on_corrected_x_T_is_redone(encoded, tiny):
-    first = ed.edit_job(encoded, [("Smiling", 0.5)], run_options(job=Job.open(encoded), device="cpu"))
+    first = ed.edit_job(encoded, [("Young", 0.5)], run_options(job=Job.open(encoded), device="cpu"))
     assert json.loads((first.folder / EDIT_FILE).read_text())["params"]["encode"]["fixed_point"] == 2
-    again = ed.edit_job(encoded, [("Smiling", 0.5)],
+    again = ed.edit_job(encoded, [("Young", 0.5)],
                         run_options(job=Job.open(encoded), device="cpu", fixed_point=1))
     assert again.name == first.name and again.decoded == again.frames  # redone, not skipped
     record = json.loads((again.folder / EDIT_FILE).read_text())["params"]
@@ -85,7 +85,7 @@ def test_cli_fixed_point_option(cli, aligned, small_weights):
     assert result.exit_code == 0, result.stderr
     assert "3 DDIM steps, sampler s3edit, 1 fixed-point correction per step" in result.stdout
     assert Job.open(aligned).stage("encode")["params"]["fixed_point"] == 1
-    result = cli("edit", str(aligned), "--attr", "Smiling", "--sampler", "dva", "--steps", "10",
+    result = cli("edit", str(aligned), "--attr", "Young", "--sampler", "dva", "--steps", "10",
                  "--fixed-point", "2", "--device", "cpu")
     assert result.exit_code == 1
     assert result.stderr.strip().endswith("--fixed-point goes with --sampler s3edit; DVA's sampler encodes as DVA "

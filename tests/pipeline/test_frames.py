@@ -51,7 +51,7 @@ def test_a_range_reuses_the_detections_of_the_whole_clip(example_clip, tmp_path,
 
 def test_edit_a_range_of_a_video_leaves_the_rest_untouched(cli, example_clip, small_weights, tiny, tmp_path):
     out = tmp_path / "preview.mp4"
-    result = cli("edit", str(example_clip), "--attr", "Smiling=4", "--frames", "20:26", "--job",
+    result = cli("edit", str(example_clip), "--attr", "Young=4", "--frames", "20:26", "--job",
                  str(tmp_path / "a.s3job"), "--weights", str(small_weights), "--steps", "2", "--device", "cpu",
                  "--size", str(tiny.crop_size), "--json", "-o", str(out),
                  "--fixed-point", "0")  # the random tiny model's whole-face edit shows most without corrections
@@ -69,7 +69,7 @@ def test_edit_a_range_of_a_video_leaves_the_rest_untouched(cli, example_clip, sm
 
 def test_edit_frames_of_a_job_says_to_align_the_range(cli, tmp_path, example_clip):
     cli("align", str(example_clip), "-o", str(tmp_path / "a.s3job"), "--size", "64", "--frames", "0:4")
-    result = cli("edit", str(tmp_path / "a.s3job"), "--attr", "Smiling", "--frames", "0:2")
+    result = cli("edit", str(tmp_path / "a.s3job"), "--attr", "Young", "--frames", "0:2")
     assert result.exit_code == 1 and "--frames picks the frames to align, so it goes with a VIDEO" in result.stderr
 
 

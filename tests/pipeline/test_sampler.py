@@ -110,10 +110,10 @@ def test_another_sampler_reencodes_x_T_only(encoded, small_weights, tiny):
 
 
 def test_an_edit_with_another_sampler_reencodes_and_names_it(encoded, tiny):
-    first = ed.edit_job(encoded, [("Smiling", 0.5)], run_options(job=Job.open(encoded), device="cpu"))
+    first = ed.edit_job(encoded, [("Young", 0.5)], run_options(job=Job.open(encoded), device="cpu"))
     record = json.loads((first.folder / EDIT_FILE).read_text())["params"]
     assert record["sampler"] == "s3edit" and record["encode"]["sampler"] == "s3edit"
-    dva = ed.edit_job(encoded, [("Smiling", 0.5)],
+    dva = ed.edit_job(encoded, [("Young", 0.5)],
                       run_options(job=Job.open(encoded), device="cpu", sampler="dva"))
     job = Job.open(encoded)
     assert job.stage("encode")["params"]["sampler"] == "dva"
@@ -124,7 +124,7 @@ def test_an_edit_with_another_sampler_reencodes_and_names_it(encoded, tiny):
     lat = enc.load_latents(job)
     run = run_options(job=job, device="cpu")
     index, x_T = next(enc.iter_x_T(lat))
-    z = ed.face_codes(run.weights.model, ed.edited_identity(lat.z_id_rep, [("Smiling", 0.5)], run.weights.ws.classifier),
+    z = ed.face_codes(run.weights.model, ed.edited_identity(lat.z_id_rep, [("Young", 0.5)], run.weights.ws.classifier),
                    lat.z_lnd[lat.rows(index[:1])], None, None)
     out = ddim.ddim_decode(run.weights.model, x_T[:1], z, tiny.steps, sampler="dva")
     got = crops_of(encoded, dva.name)[f"{int(index[0]):06d}.png"]
@@ -136,9 +136,9 @@ def test_cli_sampler_option(cli, aligned, small_weights):
                  "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["params"]["sampler"] == "dva"
-    result = cli("edit", str(aligned), "--attr", "Smiling", "--sampler", "ddpm")
+    result = cli("edit", str(aligned), "--attr", "Young", "--sampler", "ddpm")
     assert result.exit_code == 2 and "Invalid value for '--sampler'" in result.stderr
-    result = cli("edit", str(aligned), "--attr", "Smiling", "--sampler", "dva", "--steps", "30", "--device", "cpu")
+    result = cli("edit", str(aligned), "--attr", "Young", "--sampler", "dva", "--steps", "30", "--device", "cpu")
     assert result.exit_code == 1 and "--sampler dva takes --steps that divide 1000" in result.stderr
 
 
@@ -167,12 +167,12 @@ def test_each_sets_identity_rule_and_scale_zero_is_the_reconstruction(rules, ali
     torch.testing.assert_close(lat.z_face, run.weights.model.fuse(lat.z_id_rep.expand(len(lat.z_lnd), -1),
                                                                   lat.z_lnd).float())
     recon = crops_of(aligned, ed.edit_job(aligned, [], run).name)
-    zero = crops_of(aligned, ed.edit_job(aligned, [("Smiling", 0.0)], run).name)
+    zero = crops_of(aligned, ed.edit_job(aligned, [("Young", 0.0)], run).name)
     assert recon.keys() == zero.keys() and all(np.array_equal(recon[k], zero[k]) for k in recon)
     # a nonzero edit is DVA's rule on the clip identity: it ends on the unit sphere
     cls = run.weights.ws.classifier
-    z = ed.edited_identity(lat.z_id_rep, [("Smiling", 0.5)], cls)
-    expected = edit_identity(lat.z_id_rep[None], edit_direction(cls.weight[cls.names.index("Smiling")]), 0.5,
+    z = ed.edited_identity(lat.z_id_rep, [("Young", 0.5)], cls)
+    expected = edit_identity(lat.z_id_rep[None], edit_direction(cls.weight[cls.names.index("Young")]), 0.5,
                              cls.conds_mean, cls.conds_std)[0]
     torch.testing.assert_close(z, expected)
     torch.testing.assert_close(z.norm(), torch.tensor(1.0))
