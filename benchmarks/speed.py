@@ -28,7 +28,14 @@ took to compile beside it.
 The load average (1 minute) at the start and the end is printed with the figures: a
 loaded machine makes every figure slower. ``--job`` adds the seconds of each stage of
 README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scale 0.6``
-(align, encode, edit, paste through the pipeline functions, in a temporary folder).
+(align, encode, edit, paste through the pipeline functions, in a temporary folder), the
+UNet passes the encode and the edit made and, from the FLOPs of one pass, what they
+achieved. ``--job-model PRESET`` runs that job with a weight set of the preset's config
+with random weights and a random Eyeglasses head instead of the bundled set (``dva-256``
+with DVA's sampler and identity rule, as an imported DVA set), ``--job-frames N`` on N
+frames of the example clip played forwards and backwards, ``--job-dir`` keeps the job
+(an aligned job found there is reused, so a machine without the face kit can time
+encode and edit of a job aligned elsewhere) and ``--job-stages`` picks the stages.
 
     python benchmarks/speed.py                                  # both models, fp32 + auto
     python benchmarks/speed.py --models default --passes 10 --json speed.json
@@ -36,6 +43,10 @@ README's main job, ``s3edit edit examples/astronaut.mp4 --attr Eyeglasses --scal
     python benchmarks/speed.py --models default --compile            # + torch.compile rows
     python benchmarks/speed.py --models none --train default-64,default-128 --train-batch 16
     python benchmarks/speed.py --device cuda --batch 8 --dva-batch 8 --dva-passes 10
+    python benchmarks/speed.py --models none --job --job-model dva-256 --job-frames 300 \
+        --job-dir dva300 --job-stages align                         # align here, then on a GPU:
+    python benchmarks/speed.py --device cuda --models none --job --job-model dva-256 \
+        --job-dir dva300 --job-stages encode,edit --job-batch 32
 
 Threads follow the CLI's rule (``--threads``, else the automatic count; printed). On a
 CPU keep DVA's 256² model to a couple of passes (~770 GFLOP each, ~10 s on 2 cores).
@@ -62,6 +73,7 @@ from s3edit.pipeline import options
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "examples" / "astronaut.mp4"
 JOB_EDIT = [("Eyeglasses", 0.6)]  # README's main job
+JOB_STAGES = ("align", "encode", "edit", "paste")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -232,31 +244,118 @@ def measure_training(name: str, batch: int, steps: int, precisions: list[str], d
     return rows
 
 
-def run_job(device: torch.device, steps: int | None, fixed_point: int | None) -> dict[str, float]:
-    """Seconds of align, encode, edit and paste of README's main job in a temporary folder."""
-    from s3edit.pipeline.align import align_video
-    from s3edit.pipeline.edit import edit_job
-    from s3edit.pipeline.encode import encode_job
-    from s3edit.pipeline.run import paste_edit
+def job_weights(name: str, folder: Path) -> str:
+    """The weight set the job runs with: ``default`` (the bundled set), or a preset's
+    config with random weights (zero-initialised layers too, so eps depends on its
+    inputs) and a random Eyeglasses head, written to ``folder``: speed does not depend on
+    the weights. ``dva-256`` gets DVA's sampler and identity rule, as an imported DVA set.
+    A set already in ``folder`` (from an earlier run with this ``--job-dir``) is reused."""
+    if name == "default" or folder.is_dir():
+        return "default" if name == "default" else str(folder)
+    from s3edit.model.attributes import Classifier
+    from s3edit.model.dva import build_dva
+    from s3edit.weights.weightset import DVA_RULES, save_weight_set
 
-    stages = {}
-    run = options.run_options("default", steps=steps, device=device.type, fixed_point=fixed_point)
+    torch.manual_seed(0)
+    config = preset(name)
+    model = build_dva(config).eval()
+    for p in model.parameters():
+        if not p.detach().any():
+            torch.nn.init.normal_(p, std=0.02)
+    dim = config.id_dim
+    head = Classifier(torch.randn(1, dim), torch.zeros(1), torch.zeros(1, dim), torch.ones(1, dim), ["Eyeglasses"])
+    rules = DVA_RULES if name == "dva-256" else {}
+    save_weight_set(folder, model, classifier=head,
+                    meta={"name": f"{name} (random weights)", "licence": "benchmark only", **rules})
+    return str(folder)
+
+
+def run_job(device: torch.device, steps: int | None, fixed_point: int | None, model: str = "default",
+            frames: int | None = None, folder: Path | None = None, stages: tuple[str, ...] = JOB_STAGES,
+            batch_size: int | None = None, compile: str = "auto") -> dict:
+    """Seconds of README's main job, stage by stage (module docstring), in ``folder``
+    (else a temporary one), and the UNet passes and FLOPs of its encode and edit."""
     with tempfile.TemporaryDirectory(prefix="s3edit-speed-") as tmp:
+        return _run_job(device, steps, fixed_point, model, frames, Path(folder or tmp), stages, batch_size, compile)
+
+
+def _run_job(device, steps, fixed_point, model, frames, folder, stages, batch_size, compile) -> dict:
+    from s3edit.job import Job
+    from s3edit.pipeline.edit import CONFINED_EDIT_START, edit_job, resolve_edit
+    from s3edit.pipeline.encode import encode_job
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(compile=compile, **({"batch_size": batch_size} if batch_size else {}))
+    job_dir, timings = folder / "job.s3job", {}
+    if "align" in stages:
+        from s3edit.pipeline.align import align_video
+
+        clip = CLIP
+        if frames is not None:
+            from memory import make_clip  # benchmarks/memory.py: the example clip to any length
+
+            clip = folder / f"clip{frames}.mp4"
+            if not clip.is_file():
+                make_clip(clip, frames)
+        if model == "default":
+            from s3edit.weights.load import load_weights
+
+            size = load_weights("default", torch.device("cpu")).size
+        else:
+            size = preset(model).image_size
         t0 = time.perf_counter()
-        job = align_video(CLIP, Path(tmp) / "astronaut.s3job", size=run.weights.size)
-        stages["align"] = time.perf_counter() - t0
+        job = align_video(clip, job_dir, size=size)
+        timings["align"] = time.perf_counter() - t0
+    else:
+        job = Job.open(job_dir)
+    if not {"encode", "edit", "paste"} & set(stages):
+        return dict(timings, frames=len(job.aligned_frames().indices), model=model)
+    run = options.run_options(job_weights(model, folder / "weights"), steps=steps, device=device.type, fixed_point=fixed_point, **kwargs)
+    n = len(job.aligned_frames().indices)
+    passes = {}
+    if "encode" in stages or "edit" in stages:
         t0 = time.perf_counter()
         encode_job(job, run)
-        stages["encode"] = time.perf_counter() - t0
+        timings["encode"] = time.perf_counter() - t0
+        passes["encode"] = n * ddim.encode_passes(run.steps, run.sampler.value, run.fixed_point)
+    result = None
+    if "edit" in stages or "paste" in stages:
         t0 = time.perf_counter()
         result = edit_job(job, JOB_EDIT, run)
-        stages["edit"] = time.perf_counter() - t0
+        timings["edit"] = time.perf_counter() - t0
+        confined = resolve_edit(JOB_EDIT, run, "auto").confined
+        passes["edit"] = n * (ddim.region_passes(run.steps, CONFINED_EDIT_START) if confined else run.steps)
+    if "paste" in stages:
+        from s3edit.pipeline.run import paste_edit
+
         t0 = time.perf_counter()
-        paste_edit(result, Path(tmp) / "out.mp4")
-        stages["paste"] = time.perf_counter() - t0
-        stages["frames"] = result.frames
-        stages["steps"], stages["fixed_point"] = run.steps, run.fixed_point
-    return stages
+        paste_edit(result, folder / "out.mp4", overwrite=True)
+        timings["paste"] = time.perf_counter() - t0
+    lw = run.weights
+    flops = flops_per_pass(lw.model, lw.size, lw.model.config.face_dim, device)
+    return dict(timings, frames=n, steps=run.steps, fixed_point=run.fixed_point, sampler=run.sampler.value,
+                model=model, size=lw.size, batch=run.batch_size, precision=run.precision, passes=passes,
+                compiled=options.pick_compile(compile, device),
+                flops_per_pass=flops)
+
+
+def job_line(job: dict, peaks: dict[str, float], unit: str, scale: float) -> str:
+    """README's main job in one line: the stages' seconds, then what the encode and
+    the edit achieved (UNet passes per second, FLOP/s and the share of the probe's peak
+    in the job's precision)."""
+    what = "README's main job" if job.get("model", "default") == "default" else f"the main job with {job['model']}"
+    head = f"{what} ({job['frames']} frames"
+    if "steps" in job:
+        head += (f", {job['size']}², {job['sampler']} sampler, {job['steps']} steps, {job['fixed_point']} "
+                 f"fixed-point corrections, batch {job['batch']}, {job['precision']}"
+                 + (", compiled" if job.get("compiled") else ""))
+    line = head + "): " + ", ".join(f"{k} {job[k]:.1f} s" for k in JOB_STAGES if k in job)
+    for stage, passes in job.get("passes", {}).items():
+        rate = job["flops_per_pass"] * passes / job[stage]
+        peak = peaks.get(job["precision"]) or peaks["bf16"]
+        line += (f"; {stage}: {passes} passes, {passes / job[stage]:.3g} passes/s, {rate / scale:.3g} {unit}, "
+                 f"{100 * rate / peak:.1f} % of the {job['precision']} peak")
+    return line
 
 
 def table(report: dict) -> str:
@@ -288,10 +387,7 @@ def table(report: dict) -> str:
                          f"{r['s_per_step']:.3g} | {r['images_per_s']:.3g} | {r['steps_per_hour']:.0f} | "
                          f"{3 * r['steps_per_hour']:.0f} |")
     if report.get("job"):
-        job = report["job"]
-        lines += ["", f"README's main job ({job['frames']} frames, {job['steps']} steps, {job['fixed_point']} "
-                  "fixed-point corrections): " +
-                  ", ".join(f"{k} {job[k]:.1f} s" for k in ("align", "encode", "edit", "paste"))]
+        lines += ["", job_line(report["job"], report["peak_flops_per_s"], unit, scale)]
     return "\n".join(lines)
 
 
@@ -307,15 +403,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CLI's automatic count)")
     parser.add_argument("--job", action="store_true", help="also time README's main job, stage by stage")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps of --job (default: the CLI's)")
+    parser.add_argument("--job-model", default="default",
+                        help="weights of --job: default (the bundled set) or a preset with random weights, e.g. dva-256")
+    parser.add_argument("--job-frames", type=int, default=None,
+                        help="frames of --job's clip (default: the example clip's own)")
+    parser.add_argument("--job-dir", type=Path, default=None,
+                        help="keep --job's clip, weights and job here (an aligned job found there is reused)")
+    parser.add_argument("--job-stages", default=",".join(JOB_STAGES), type=lambda s: tuple(s.split(",")),
+                        help="stages of --job (default: all); encode,edit times a job aligned in --job-dir")
+    parser.add_argument("--job-compile", default="auto", choices=["auto", "on", "off"],
+                        help="torch.compile in --job (default: the CLI's auto, on for CUDA)")
+    parser.add_argument("--job-batch", type=int, default=None, help="frames per UNet pass in --job (default: the CLI's)")
     parser.add_argument("--fixed-point", type=int, default=None,
                         help="fixed-point corrections per encode step of --job (default: the CLI's)")
     parser.add_argument("--train", default="", type=lambda s: [n for n in s.split(",") if n],
                         help="presets whose training step to time, e.g. default-64,default-128")
     parser.add_argument("--train-batch", type=int, default=16, help="images per training step")
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (after 1 warm-up)")
+    parser.add_argument("--precisions", default="fp32,auto", type=lambda s: s.split(","),
+                        help="precisions of the UNet and training rows: fp32 and/or auto (default: both)")
     parser.add_argument("--compile", action="store_true", help="also time each precision through torch.compile")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    unknown = set(args.job_stages) - set(JOB_STAGES)
+    if unknown:
+        parser.error(f"--job-stages: unknown stage(s) {sorted(unknown)}; choose from {', '.join(JOB_STAGES)}")
 
     options.set_threads(args.threads)
     threads = options.apply_threads()
@@ -323,7 +435,7 @@ def main() -> None:
     auto = options.pick_precision("auto", device)
     load_start = load_avg()
     peaks = probe_peaks(device, bf16_native=device.type == "cuda" or bool(options.cpu_bf16_flags()))
-    precisions = ["fp32"] + ([auto] if auto != "fp32" else [])
+    precisions = list(dict.fromkeys(auto if p == "auto" else p for p in args.precisions))
     rows = []
     for name in (m for m in args.models if m != "none"):
         default = name == "default"
@@ -332,7 +444,8 @@ def main() -> None:
                               args.compile)
     train = [r for name in args.train
              for r in measure_training(name, args.train_batch, args.train_steps, precisions, device)]
-    job = run_job(device, args.steps, args.fixed_point) if args.job else None
+    job = run_job(device, args.steps, args.fixed_point, args.job_model, args.job_frames, args.job_dir,
+                  args.job_stages, args.job_batch, args.job_compile) if args.job else None
     report = dict(
         device=str(device), torch=torch.__version__, threads=threads, platform=platform.platform(),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
