@@ -33,10 +33,11 @@ BatchSizeOpt = Annotated[int, typer.Option(
     "--batch-size", "-b", min=1, help="Frames per UNet pass (memory grows with it).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
-    "--precision", help="UNet precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+    "--precision", help="UNet precision: auto (bf16 on CPUs with native bf16 instructions, fp32 elsewhere, "
+                        "CUDA included), fp32, bf16 or fp16.")]
 CompileOpt = Annotated[Compile, typer.Option(
-    "--compile", help="torch.compile the UNet: auto (on for CUDA, off on the CPU, where compiling takes minutes "
-                      "for a few per cent), on or off. Falls back to eager, with a note, when compiling fails.")]
+    "--compile", help="torch.compile the UNet: auto (off: compiling takes minutes and has not been measured "
+                      "to pay on a CPU or a GPU), on or off. Falls back to eager, with a note, when compiling fails.")]
 SamplerOpt = Annotated[Optional[Sampler], typer.Option(
     "--sampler", help="DDIM sampler: s3edit (exact inversion, no clipping) or dva (DVA's own: encode from "
                       "alpha_bar[0] in S-1 steps, x0 clipped; steps must divide 1000). Default: the job's, "

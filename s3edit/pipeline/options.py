@@ -40,7 +40,7 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
-    auto = "auto"  # bf16 on CUDA and on CPUs with bf16 matrix instructions, else fp32
+    auto = "auto"  # bf16 on CPUs with bf16 matrix instructions, else fp32 (CUDA too: pick_precision)
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -49,7 +49,7 @@ class Precision(str, Enum):
 class Compile(str, Enum):
     """``torch.compile`` of the network's eps call (``s3edit.pipeline.compiled``)."""
 
-    auto = "auto"  # on for CUDA; off on the CPU (inductor: minutes of compiling for ~8 % there)
+    auto = "auto"  # off: not measured to pay on a CPU or a GPU (pick_compile)
     off = "off"
     on = "on"
 
@@ -116,11 +116,13 @@ def cpu_bf16_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> list[str]:
 
 def pick_precision(name: str | Precision, device: torch.device,
                    cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> ddim.Precision:
-    """``auto`` -> bf16 on CUDA and on a CPU with native bf16 (``cpu_bf16_flags``), fp32
-    on any other CPU; fp16 on the CPU is refused."""
+    """``auto`` -> bf16 on a CPU with native bf16 (``cpu_bf16_flags``), fp32 on any other
+    CPU and on CUDA, where PyTorch runs fp32 convolutions on the tensor cores in TF32 and
+    DVA's 256² UNet made 1.3 times the passes per second it made in bf16 autocast with
+    channels_last (docs/sampler.md, "Speed"); fp16 on the CPU is refused."""
     name = choice(Precision, name, "precision")
     if name is Precision.auto:
-        return "bf16" if device.type == "cuda" or cpu_bf16_flags(cpuinfo) else "fp32"
+        return "bf16" if device.type == "cpu" and cpu_bf16_flags(cpuinfo) else "fp32"
     if name is Precision.fp16 and device.type != "cuda":
         raise InputError("--precision fp16 needs a CUDA GPU; use fp32 or bf16 on the CPU.")
     return name.value  # type: ignore[return-value]
@@ -147,11 +149,10 @@ def prepare_model(model: torch.nn.Module, precision: ddim.Precision) -> torch.nn
 
 
 def pick_compile(name: str | Compile, device: torch.device) -> bool:
-    """``auto`` -> on for CUDA, off on the CPU (there inductor takes minutes to compile the
-    64-px UNet and its pass is no faster; docs/sampler.md, "Speed")."""
+    """``auto`` -> off on every device: on a CPU inductor took minutes to compile the 64-px
+    UNet and its pass was no faster, and on CUDA (max-autotune) it had not finished compiling
+    DVA's 256² UNet by the end of a three-minute run (docs/sampler.md, "Speed")."""
     name = choice(Compile, name, "compile")
-    if name is Compile.auto:
-        return device.type == "cuda"
     return name is Compile.on
 
 
