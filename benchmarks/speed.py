@@ -246,28 +246,16 @@ def measure_training(name: str, batch: int, steps: int, precisions: list[str], d
 
 def job_weights(name: str, folder: Path) -> str:
     """The weight set the job runs with: ``default`` (the bundled set), or a preset's
-    config with random weights (zero-initialised layers too, so eps depends on its
-    inputs) and a random Eyeglasses head, written to ``folder``: speed does not depend on
-    the weights. ``dva-256`` gets DVA's sampler and identity rule, as an imported DVA set.
-    A set already in ``folder`` (from an earlier run with this ``--job-dir``) is reused."""
+    config with random weights and heads written to ``folder``
+    (``random_weight_set``): speed does not depend on the weights. ``dva-256`` gets DVA's
+    sampler and identity rule, as an imported DVA set. A set already in ``folder`` (from an
+    earlier run with this ``--job-dir``) is reused."""
     if name == "default" or folder.is_dir():
         return "default" if name == "default" else str(folder)
-    from s3edit.model.attributes import Classifier
-    from s3edit.model.dva import build_dva
-    from s3edit.weights.weightset import DVA_RULES, save_weight_set
+    from s3edit.weights.weightset import DVA_RULES, random_weight_set
 
-    torch.manual_seed(0)
-    config = preset(name)
-    model = build_dva(config).eval()
-    for p in model.parameters():
-        if not p.detach().any():
-            torch.nn.init.normal_(p, std=0.02)
-    dim = config.id_dim
-    head = Classifier(torch.randn(1, dim), torch.zeros(1), torch.zeros(1, dim), torch.ones(1, dim), ["Eyeglasses"])
     rules = DVA_RULES if name == "dva-256" else {}
-    save_weight_set(folder, model, classifier=head,
-                    meta={"name": f"{name} (random weights)", "licence": "benchmark only", **rules})
-    return str(folder)
+    return str(random_weight_set(folder, name, name=f"{name} (random weights)", meta=rules))
 
 
 def run_job(device: torch.device, steps: int | None, fixed_point: int | None, model: str = "default",

@@ -403,12 +403,14 @@ def load_weight_set(
 
 def random_weight_set(
     directory: str | os.PathLike, preset_name: str = "tiny-32-dlib", seed: int = 0,
-    *, name: str = "tiny-random", overwrite: bool = False,
+    *, name: str = "tiny-random", overwrite: bool = False, meta: dict[str, Any] | None = None,
 ) -> Path:
     """A weight set of random weights with random heads over the 40 CelebA names, for
-    exercising the machinery (tests, ``benchmarks/ablation.py --quick``): it runs every
-    stage, it edits nothing meaningfully. Zero-initialised layers get small random
-    weights so eps depends on x_t, t and z_face; the identity net keeps its own."""
+    exercising the machinery (tests, ``benchmarks/ablation.py --quick``, timing a
+    preset's architecture in ``benchmarks/speed.py``): it runs every stage, it edits
+    nothing meaningfully. Zero-initialised layers get small random weights so eps depends
+    on x_t, t and z_face; the identity net keeps its own. ``meta``: more config.json keys
+    (e.g. ``DVA_RULES``)."""
     from s3edit.model.attributes import CELEBA_ATTRIBUTES
     from s3edit.model.config import preset
 
@@ -424,4 +426,5 @@ def random_weight_set(
                             torch.randn(1, D, generator=g) * 0.01, torch.full((1, D), 0.05),
                             list(CELEBA_ATTRIBUTES))
     return save_weight_set(directory, model, classifier=classifier,
-                           meta={"name": name, "licence": "random weights, for tests"}, overwrite=overwrite)
+                           meta={"name": name, "licence": "random weights, for tests", **(meta or {})},
+                           overwrite=overwrite)

@@ -127,3 +127,13 @@ def test_classifier_rows_must_match_attribute_names(saved, tmp_path):
     folder = copy_set(saved, tmp_path, lambda d: d.update(attributes=d["attributes"][:39]))
     with pytest.raises(WeightsError, match=r"classifier .* mis-shaped tensor\(s\): .*weight \(40, 512\) != \(39, 512\)"):
         load_weight_set(folder)
+
+
+def test_random_weight_set_takes_extra_config_keys(tmp_path):
+    """benchmarks/speed.py times DVA's architecture with DVA's sampler this way."""
+    from s3edit.weights.weightset import DVA_RULES, random_weight_set
+
+    plain = load_weight_set(random_weight_set(tmp_path / "plain", "tiny-32-dlib"))
+    dva = load_weight_set(random_weight_set(tmp_path / "dva", "tiny-32-dlib", meta=DVA_RULES))
+    assert plain.meta.get("sampler", "s3edit") == "s3edit"
+    assert dva.meta["sampler"] == "dva" and dva.meta["identity"] == "mean"
