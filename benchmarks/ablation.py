@@ -172,6 +172,9 @@ def run_all(args, work: Path) -> None:
             if row.key not in results:
                 print(f"[{row.key}] {label} ...", flush=True)
                 results[row.key] = run_row(row, args, job, weights, judge, work)
+                print(f"[{row.key}] {label}: " + ", ".join(f"{h} {fmt(results[row.key][c])}"
+                                                          for h, c in zip(HEADERS, COLUMNS)) +
+                      f", {results[row.key]['seconds']:.0f} s", flush=True)  # kept if the run stops
     print(f"\nclip {args.clip.name}, weights {weights.name}, attribute {args.attr} {args.scale:+g}, "
           f"{args.steps} tune steps, {args.decode_steps} DDIM steps, id net {args.id_net}")
     print_tables(results)
