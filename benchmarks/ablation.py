@@ -4,6 +4,7 @@ clip with each, score each edit, print tables shaped like the paper's.
     python benchmarks/ablation.py --weights dva --attr Eyeglasses          # GPU, real model
     python benchmarks/ablation.py --quick                                  # CPU smoke run
     python benchmarks/ablation.py --clip my.mp4 --weights my-set --steps 500 --json out.json
+    python benchmarks/ablation.py --clip my.mp4 --weights my-set --only components --rows baseline,+ST+SDA+SL
 
 Tables (every row is ``s3edit tune`` with these switches, then ``edit`` + ``score``):
 
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--id-net", default="dlib-cpp", help="identity net of the metrics")
     parser.add_argument("--work", type=Path, default=None, help="keep tuned sets, jobs and videos here")
     parser.add_argument("--only", choices=list(tables()), help="run one table only")
+    parser.add_argument("--rows", type=lambda s: s.split(","), default=None,
+                        help="only these rows of the tables, by label (e.g. baseline,+ST+SDA+SL)")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run (module docstring)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -160,16 +163,19 @@ def run_all(args, work: Path) -> None:
     from s3edit.pipeline.score_nets import WeightSetFaces
     from s3edit.weights.load import load_weights
 
+    chosen = {args.only: tables()[args.only]} if args.only else tables()
+    labels = {label for rows in chosen.values() for label, _ in rows}
+    if args.rows is not None and set(args.rows) - labels:
+        raise SystemExit(f"--rows: no row {sorted(set(args.rows) - labels)}; the tables' rows: {sorted(labels)}")
     weights = resolve_weights(args.weights) if args.weights else (
         tiny_random_weights(work / "tiny-random") if args.quick else resolve_weights(None))
     base = load_weights(weights, pick_device("auto"))
     job = align_video(args.clip, work / "clip.s3job", size=max(base.size, 64), max_frames=args.frames)
     judge = WeightSetFaces(base)  # the starting set's heads judge every row
-    chosen = {args.only: tables()[args.only]} if args.only else tables()
     results: dict[str, dict[str, float]] = {}
     for rows in chosen.values():
         for label, row in rows:
-            if row.key not in results:
+            if row.key not in results and (args.rows is None or label in args.rows):
                 print(f"[{row.key}] {label} ...", flush=True)
                 results[row.key] = run_row(row, args, job, weights, judge, work)
                 print(f"[{row.key}] {label}: " + ", ".join(f"{h} {fmt(results[row.key][c])}"
