@@ -298,7 +298,8 @@ def _run_job(device, steps, fixed_point, model, frames, folder, stages, batch_si
         job = Job.open(job_dir)
     if not {"encode", "edit", "paste"} & set(stages):
         return dict(timings, frames=len(job.aligned_frames().indices), model=model)
-    run = options.run_options(job_weights(model, folder / "weights"), steps=steps, device=device.type, fixed_point=fixed_point, **kwargs)
+    run = options.run_options(job_weights(model, folder / "weights"), steps=steps, device=device.type,
+                              fixed_point=fixed_point, **kwargs)
     n = len(job.aligned_frames().indices)
     passes = {}
     if "encode" in stages or "edit" in stages:
@@ -400,7 +401,7 @@ def main() -> None:
     parser.add_argument("--job-stages", default=",".join(JOB_STAGES), type=lambda s: tuple(s.split(",")),
                         help="stages of --job (default: all); encode,edit times a job aligned in --job-dir")
     parser.add_argument("--job-compile", default="auto", choices=["auto", "on", "off"],
-                        help="torch.compile in --job (default: the CLI's auto, on for CUDA)")
+                        help="torch.compile in --job (default: the CLI's auto)")
     parser.add_argument("--job-batch", type=int, default=None, help="frames per UNet pass in --job (default: the CLI's)")
     parser.add_argument("--fixed-point", type=int, default=None,
                         help="fixed-point corrections per encode step of --job (default: the CLI's)")
@@ -409,7 +410,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=16, help="images per training step")
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (after 1 warm-up)")
     parser.add_argument("--precisions", default="fp32,auto", type=lambda s: s.split(","),
-                        help="precisions of the UNet and training rows: fp32 and/or auto (default: both)")
+                        help="precisions of the UNet and training rows: fp32, bf16 and/or auto (default: fp32,auto)")
     parser.add_argument("--compile", action="store_true", help="also time each precision through torch.compile")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
