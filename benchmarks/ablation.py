@@ -12,8 +12,12 @@ Tables (every row is ``s3edit tune`` with these switches, then ``edit`` + ``scor
    +ST (self-training, K = 1, q = 0), +ST+SDA (routing, K = 5, q = 0), +ST+SDA+SL
    (K = 5, q = 0.1: S3Editor);
 2. clusters K ∈ {2, 3, 5, 10} (self-training, q = 0.1);
-3. sparsity q ∈ {0, 0.1, 0.3, 0.5} (self-training, K = 5).
-Identical configurations run once. Columns: TL-ID, TG-ID, ID-Preserve, TACR, NAPR
+3. sparsity q ∈ {0, 0.1, 0.3, 0.5} (self-training, K = 5);
+4. leave-one-out: S3Editor, and S3Editor with each of tune's switches --no-self-train,
+   --no-routing, --sparsity 0.
+Identical configurations run once. Sparsity zeroes Q = ⌊q·7K⌋ landmark groups, so
+with Q = 0 (e.g. --no-routing at q = 0.1: ⌊0.7⌋ = 0) a row is its q = 0 twin: DHSPG then
+runs Adam bit for bit. Columns: TL-ID, TG-ID, ID-Preserve, TACR, NAPR
 (``s3edit.pipeline.score``). The identity net of the metrics is ``--id-net`` (dlib's by
 default); TACR/NAPR use the STARTING weight set's attribute heads for every row, so all
 rows are judged alike.
@@ -36,6 +40,9 @@ from pathlib import Path
 
 import torch
 
+from s3edit.s3.dhspg import num_sparse_groups
+from s3edit.s3.groups import FACE_REGIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CLIP = ROOT / "examples" / "astronaut.mp4"
 COLUMNS = ("tl_id", "tg_id", "id_preserve", "tacr", "napr")
@@ -57,8 +64,11 @@ class Row:
 
     @property
     def key(self) -> str:
+        """Names the configuration as it trains: K = 1 without routing, q = 0 when it
+        zeroes no group (module docstring)."""
         k = self.clusters if self.routing else 1
-        return f"st{int(self.self_train)}_k{k}_q{self.sparsity:g}"
+        q = self.sparsity if num_sparse_groups(self.sparsity, len(FACE_REGIONS) * k) > 0 else 0.0
+        return f"st{int(self.self_train)}_k{k}_q{q:g}"
 
 
 def tables() -> dict[str, list[tuple[str, Row]]]:
@@ -72,6 +82,12 @@ def tables() -> dict[str, list[tuple[str, Row]]]:
         ],
         "clusters": [(f"K={k}", Row(True, True, k, 0.1)) for k in (2, 3, 5, 10)],
         "sparsity": [(f"q={q:g}", Row(True, True, 5, q)) for q in (0.0, 0.1, 0.3, 0.5)],
+        "leave-one-out": [
+            ("S3Editor", Row(True, True, 5, 0.1)),
+            ("--no-self-train", Row(False, True, 5, 0.1)),
+            ("--no-routing", Row(True, False, 5, 0.1)),
+            ("--sparsity 0", Row(True, True, 5, 0.0)),
+        ],
     }
 
 

@@ -33,6 +33,7 @@ def tune_cmd(
     keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
     code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
     keep_target: KeepTarget = typer.Option(KeepTarget("noise"), "--keep-target", help="With --pairs: what the keep term holds an edited code's prediction to: noise (the frame's noise) or unedited (the plain code's one-step x0 prediction, weighted to count at every step of a decode)."),
+    keep_random: float = typer.Option(0.0, "--keep-random", min=0.0, max=1.0, help="With --pairs: share of the keep term's rows whose code moves along a random direction, away from the paired attributes', and must keep the whole frame, so that only an attribute's own direction draws it (0: none)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
@@ -55,7 +56,7 @@ def tune_cmd(
     result = tune(inputs, output, base=base, preset=preset.value if preset else None, objective=objective.value,
                   cfg=cfg, s3=s3, pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch,
                   keep_weight=keep_weight, code_noise=code_noise, keep_target=keep_target.value,
-                  overwrite=overwrite)
+                  keep_random=keep_random, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

@@ -55,7 +55,16 @@ predictions under the edited and the plain code, the latter held fixed:
     L_keep = mean outside of w(t) |eps_theta(x_t^1, t, fuse(z_e, z_lnd)) - sg(eps_theta(x_t^1, t, z_face))|
     w(t)   = min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) / (its mean over t)
 
-(∝ |x0_hat(z_e) - sg(x0_hat(z_face))| below the cap). The noise form weighs an x0
+(∝ |x0_hat(z_e) - sg(x0_hat(z_face))| below the cap).
+
+Keeping off the attributes' directions (share ``PairTerm.keep_random`` of L_keep's rows,
+0: none): such a row's code moves by ±gamma along a random unit direction orthogonal to
+every paired attribute's, and the row is kept over the whole frame (its region is
+empty). Without it the only codes that move in training are the pair and keep rows',
+all along the paired directions, so the decoder may learn "a code off the face's own
+draws the attribute" rather than the attribute's own direction, and draw it under any
+other edit (another head's direction). With no paired attribute that has a region,
+every L_keep row is such a row. The noise form weighs an x0
 change at t by sqrt(abar_t / (1 - abar_t)), under 0.01 at t = 999, and so hardly sees the
 high-noise steps that set a decode's colours; the x0 form weighs every step of a decode
 alike. The plain prediction is DVA's own first row, so it costs no extra forward.
@@ -231,15 +240,29 @@ class PairTerm:
     keep: float = 1.0
     code_noise: float = PAIR_CODE_NOISE
     keep_target: str = "noise"
+    keep_random: float = 0.0
 
     def __post_init__(self):
         if self.keep_target not in KEEP_TARGETS:
             raise ValueError(f"keep_target must be one of {KEEP_TARGETS}, not {self.keep_target!r}")
+        if not 0.0 <= self.keep_random <= 1.0:
+            raise ValueError(f"keep_random is a share of rows, between 0 and 1, not {self.keep_random}")
 
     @property
     def keep_attributes(self) -> list[int]:
         """The attributes L_keep edits: those with a known region (``keep_region``)."""
         return [i for i, n in enumerate(self.names) if n in ATTRIBUTE_REGIONS] if self.keep > 0 else []
+
+    @property
+    def keeps(self) -> bool:
+        """Whether L_keep has rows: an attribute with a region, or random directions."""
+        return self.keep > 0 and (bool(self.keep_attributes) or self.keep_random > 0)
+
+    @property
+    def random_share(self) -> float:
+        """The share of L_keep's rows moved along random directions (all of them when no
+        paired attribute has a region)."""
+        return self.keep_random if self.keep_attributes else 1.0
 
     def pick(self, gen: torch.Generator, n: int) -> Tensor:
         """``n`` pair rows drawn with replacement, each attribute an equal share in
@@ -266,7 +289,18 @@ class PairTerm:
                 "code_noise": self.code_noise, "keep": self.keep,
                 "keep_regions": {self.names[i]: ATTRIBUTE_REGIONS[self.names[i]].describe() for i in self.keep_attributes},
                 **({"keep_target": self.keep_target, "keep_x0_cap": KEEP_X0_CAP}
-                   if self.keep_target != "noise" else {})}
+                   if self.keep_target != "noise" else {}),
+                **({"keep_random": self.keep_random} if self.keep_random > 0 else {})}
+
+
+def off_directions(gen: torch.Generator, n: int, directions: Tensor) -> Tensor:
+    """(n, D) random unit rows orthogonal to every row of ``directions`` (A, D): Gaussian
+    draws with their component in the directions' span removed (an orthonormal basis of
+    it from a QR decomposition), then normalised."""
+    basis, _ = torch.linalg.qr(directions.double().T)  # (D, A), orthonormal columns
+    v = torch.randn((n, directions.shape[1]), generator=gen, dtype=torch.float64)
+    v = v - (v @ basis) @ basis.T
+    return F.normalize(v, dim=1).float()
 
 
 # --- the objective ------------------------------------------------------------------------------
@@ -338,31 +372,38 @@ class DVAObjective(Objective):
             out["pair_noisy"] = torch.where(from_target, out["pair_tgt"], out["pair_src"])
             dim = self.pairs.directions.shape[1]
             out["pair_code_noise"] = self.pairs.code_noise * torch.randn((p, dim), generator=gen)
-            kept = self.pairs.keep_attributes
-            if kept:
+            if self.pairs.keeps:
+                kept = self.pairs.keep_attributes or [0]  # [0]: a placeholder, every row is random
                 out |= {
                     "keep_attr": torch.tensor(kept)[torch.randint(len(kept), (batch,), generator=gen)],
                     "keep_sign": (torch.rand(batch, generator=gen) < 0.5).float() * 2 - 1,
                     "keep_gamma": lo + (hi - lo) * torch.rand(batch, generator=gen),
                     "keep_code_noise": self.pairs.code_noise * torch.randn((batch, dim), generator=gen),
                 }
+                if self.pairs.keep_random > 0:  # drawn only then: runs without it draw as before
+                    out["keep_random"] = torch.rand(batch, generator=gen) < self.pairs.random_share
+                    out["keep_direction"] = off_directions(gen, batch, self.pairs.directions)
         return out
 
-    def edited_code(self, z_id: Tensor, attr: Tensor, scale: Tensor, noise: Tensor | None) -> Tensor:
-        """DVA's edit rule on ``z_id`` along attribute ``attr``'s direction by ``scale``,
-        after adding ``noise`` to the normalised code (module docstring)."""
+    def edited_code(self, z_id: Tensor, direction: Tensor, scale: Tensor, noise: Tensor | None) -> Tensor:
+        """DVA's edit rule on ``z_id`` along the unit rows ``direction`` by ``scale``, after
+        adding ``noise`` to the normalised code (module docstring)."""
         if noise is not None:
             z_id = denormalize(normalize(z_id, self.pair_mean, self.pair_std) + noise, self.pair_mean, self.pair_std)
-        return edit_identity(z_id, self.pair_directions[attr], scale, self.pair_mean, self.pair_std)
+        return edit_identity(z_id, direction, scale, self.pair_mean, self.pair_std)
 
     def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
         """z_p of the pair rows (module docstring): the edit rule on src's z_id."""
-        return self.edited_code(batch["src_z_id"], batch["pair_attr"], batch["pair_sign"] * batch["pair_gamma"],
-                                batch.get("pair_code_noise"))
+        return self.edited_code(batch["src_z_id"], self.pair_directions[batch["pair_attr"]],
+                                batch["pair_sign"] * batch["pair_gamma"], batch.get("pair_code_noise"))
 
     def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
-        """The codes of L_keep's rows: the plain rows' z_id, edited (module docstring)."""
-        return self.edited_code(batch["z_id"], batch["keep_attr"], batch["keep_sign"] * batch["keep_gamma"],
+        """The codes of L_keep's rows: the plain rows' z_id, edited along their attribute's
+        direction or, in the random rows, their own random one (module docstring)."""
+        direction = self.pair_directions[batch["keep_attr"]]
+        if "keep_random" in batch:
+            direction = torch.where(batch["keep_random"][:, None], batch["keep_direction"], direction)
+        return self.edited_code(batch["z_id"], direction, batch["keep_sign"] * batch["keep_gamma"],
                                 batch["keep_code_noise"])
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -403,11 +444,13 @@ class DVAObjective(Objective):
         return {"loss": loss, **parts}
 
     def keep_regions(self, batch: dict[str, Tensor]) -> Tensor:
-        """(b, 1, S, S): where each L_keep row's edit may change its frame."""
+        """(b, 1, S, S): where each L_keep row's edit may change its frame (nowhere for
+        the random rows)."""
         size = batch["x0"].shape[-1]
         regions = torch.zeros_like(batch["x0"][:, :1])
-        for i in batch["keep_attr"].unique().tolist():
-            rows = batch["keep_attr"] == i
+        along = ~batch["keep_random"] if "keep_random" in batch else torch.ones_like(batch["keep_attr"], dtype=torch.bool)
+        for i in batch["keep_attr"][along].unique().tolist():
+            rows = (batch["keep_attr"] == i) & along
             regions[rows] = keep_region(self.pairs.names[i], batch["lnd01"][rows], size)
         return regions
 

@@ -88,6 +88,21 @@ def test_ablation_switches(cli, job, weights, tmp_path):
     assert summary["s3"] is None and load_weight_set(tmp_path / "c").meta["s3"] is None
 
 
+def test_no_routing_zeroes_no_group_so_it_trains_as_q_0(cli, job, weights, tmp_path):
+    """--no-routing at the default q = 0.1 has ⌊0.1 · 7⌋ = 0 groups to zero, so DHSPG runs
+    Adam throughout: the same weights as --no-routing --sparsity 0 (benchmarks/ablation.py
+    runs the two as one row)."""
+    base = [str(job), "--from", str(weights), "--steps", "3", "--batch-size", "2"]
+    tune_json(cli, *base, "-o", str(tmp_path / "q01"), "--no-routing")
+    tune_json(cli, *base, "-o", str(tmp_path / "q0"), "--no-routing", "--sparsity", "0")
+    a, b = load_weight_set(tmp_path / "q01"), load_weight_set(tmp_path / "q0")
+    ta, tb = a.model.state_dict(), b.model.state_dict()
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    sa, sb = load_s3(a).transforms.state_dict(), load_s3(b).transforms.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(sa[k].any() for k in sa)  # self-training moved the transform
+
+
 def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
     out = tmp_path / "r"
     args = [str(job), "--from", str(weights), "-o", str(out), "--steps", "2", "--batch-size", "2"]
@@ -168,9 +183,12 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     off_record = load_weight_set(tmp_path / "off").meta["source"]["pairs"]
     assert (off_record["keep"], off_record["code_noise"]) == (0.0, 1.0)
     x0 = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
-                   "-o", str(tmp_path / "x0"), "--steps", "1", "--batch-size", "2", "--keep-target", "unedited")
+                   "-o", str(tmp_path / "x0"), "--steps", "1", "--batch-size", "2", "--keep-target", "unedited",
+                   "--keep-random", "0.5")
     assert "keep" in x0["first"]
-    assert load_weight_set(tmp_path / "x0").meta["source"]["pairs"]["keep_target"] == "unedited"
+    x0_record = load_weight_set(tmp_path / "x0").meta["source"]["pairs"]
+    assert (x0_record["keep_target"], x0_record["keep_random"]) == ("unedited", 0.5)
+    assert "keep_random" not in pairs_record  # recorded only when used: older checkpoints still resume
     both = tune_json(cli, str(job), str(twin), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                      "-o", str(tmp_path / "both"), "--steps", "1", "--batch-size", "2")
     assert load_weight_set(tmp_path / "both").meta["source"]["pairs"]["plain_frames"] is None  # both are inputs
@@ -182,6 +200,7 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     ({"attribute": "Sunglasses"}, ["--objective", "dva"], "pairs attribute 'Sunglasses', which the weight set has no head"),
     ({"with": "nowhere"}, ["--objective", "dva"], "which is not an s3edit job"),
     (None, ["--objective", "dva", "--keep-target", "x0"], "Invalid value for '--keep-target'"),
+    (None, ["--objective", "dva", "--keep-random", "1.5"], "Invalid value for '--keep-random'"),
 ])
 def test_pairs_errors(cli, job, weights, twins, tmp_path, edit, args, message):
     pairs = twins[1]

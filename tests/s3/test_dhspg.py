@@ -73,6 +73,9 @@ def test_num_sparse_groups_floor():
         # q > 0 but still inside the warm-up: the base optimizer too.
         (DHSPGConfig(base="adam", lr=0.01, q=0.5, warmup_steps=1000),
          lambda params: torch.optim.Adam(params, lr=0.01)),
+        # q > 0 but Q = ⌊0.1 · 8⌋ = 0 groups to zero: the base optimizer past the warm-up.
+        (DHSPGConfig(base="adam", lr=0.01, q=0.1, warmup_steps=5, sparsify_steps=10),
+         lambda params: torch.optim.Adam(params, lr=0.01)),
     ],
 )
 def test_without_sparsity_equals_the_base_optimizer_bit_for_bit(config, reference):

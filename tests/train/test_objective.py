@@ -218,6 +218,73 @@ def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region(tin
     assert pair_term(model).describe()["keep"] == 1.0
 
 
+def test_off_directions_are_unit_rows_orthogonal_to_the_paired_directions():
+    from s3edit.train.objective import off_directions
+
+    directions = torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    v = off_directions(torch.Generator().manual_seed(1), 50, directions)
+    assert v.shape == (50, 16)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(50))
+    assert float((v @ directions.T).abs().max()) < 1e-5
+    assert float((v @ v.T - torch.eye(50)).abs().max()) > 0.1  # random, not one direction
+
+
+def test_random_keep_rows_move_off_the_paired_directions_and_keep_the_whole_frame(tiny_model, crops):
+    from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
+    from s3edit.model.attributes import edit_identity
+
+    model = tiny_model().eval()
+    freeze_encoders(model)
+    with torch.no_grad():  # a network whose output depends on the code
+        g = torch.Generator().manual_seed(8)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    data = paired_data(crops)
+    sem = precompute_semantics(model, data)
+    before = DVAObjective(model, pairs=pair_term(model)).draw(torch.Generator().manual_seed(6), 8, len(data), (3, 32, 32))
+    term = pair_term(model)
+    term.keep_random = 0.5
+    assert term.describe()["keep_random"] == 0.5 and "keep_random" not in pair_term(model).describe()
+    objective = DVAObjective(model, pairs=term).eval()
+    draws = objective.draw(torch.Generator().manual_seed(6), 8, len(data), (3, 32, 32))
+    for k, v in before.items():  # the other draws as without random rows
+        assert torch.equal(draws[k], v), k
+    random = draws["keep_random"]
+    assert 0 < int(random.sum()) < 8
+    assert float((draws["keep_direction"] @ term.directions.T).abs().max()) < 1e-5
+    batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
+    i, t = draws["index"], draws["t"]
+    z = sem.z_id[i] + draws["keep_code_noise"]  # unit normalisation
+    direction = torch.where(random[:, None], draws["keep_direction"], term.directions[0].expand(8, -1))
+    code = edit_identity(z, direction, draws["keep_sign"] * draws["keep_gamma"], term.conds_mean, term.conds_std)
+    torch.testing.assert_close(objective.keep_code(batch), code)
+    band = torch.from_numpy(eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"].pad))
+    region = objective.keep_regions(batch)[:, 0].bool()
+    assert torch.equal(region[~random], band[~random]) and not region[random].any()
+    with torch.no_grad():
+        parts = objective(batch)
+        a = objective.abar[t].view(-1, 1, 1, 1)
+        eps = model(noisy(data.crops[i], draws["eps1"], a), t, model.fuse(code, sem.z_lnd[i]))
+    outside = (~region)[:, None].float()
+    expected = ((eps - draws["eps1"]).abs() * outside).sum() / (outside.sum() * 3)
+    torch.testing.assert_close(parts["keep"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_without_a_region_every_keep_row_is_a_random_one(tiny_model, crops):
+    model = tiny_model()
+    term = pair_term(model)
+    term.names, term.keep_random = ("Young",), 0.2  # Young has no region
+    objective = DVAObjective(model, pairs=term)
+    draws = objective.draw(torch.Generator().manual_seed(7), 4, 6, (3, 32, 32))
+    assert draws["keep_random"].all()
+    data = paired_data(crops)
+    batch = gather_batch(objective, draws, precompute_semantics(model, data).per_frame(data), "cpu")
+    assert not objective.keep_regions(batch).any() and "keep" in objective(batch)
+    with pytest.raises(ValueError, match="keep_random"):
+        PairTerm(rows=term.rows, attribute=term.attribute, directions=term.directions, conds_mean=term.conds_mean,
+                 conds_std=term.conds_std, names=term.names, keep_random=1.5)
+
+
 def test_the_keep_region_is_the_attributes_edit_region():
     from s3edit.face.mask import attribute_region
     from s3edit.train.objective import keep_region
