@@ -15,9 +15,11 @@ Tables (every row is ``s3edit tune`` with these switches, then ``edit`` + ``scor
 3. sparsity q ∈ {0, 0.1, 0.3, 0.5} (self-training, K = 5);
 4. leave-one-out: S3Editor, and S3Editor with each of tune's switches --no-self-train,
    --no-routing, --sparsity 0.
-Identical configurations run once. Sparsity zeroes Q = ⌊q·7K⌋ landmark groups, so
-with Q = 0 (e.g. --no-routing at q = 0.1: ⌊0.7⌋ = 0) a row is its q = 0 twin: DHSPG then
-runs Adam bit for bit. Columns: TL-ID, TG-ID, ID-Preserve, TACR, NAPR
+Identical configurations run once, and so do configurations that train the same
+weights: sparsity zeroes Q = ⌊q·7K⌋ landmark groups, so with Q = 0 (e.g. --no-routing
+at q = 0.1: ⌊0.7⌋ = 0) a row is its q = 0 twin (DHSPG then runs Adam bit for bit); and
+without self-training the T_k stay 0 whatever K and q, so --no-self-train is the
+baseline (docs/s3editor.md, Ablation switches). Columns: TL-ID, TG-ID, ID-Preserve, TACR, NAPR
 (``s3edit.pipeline.score``). The identity net of the metrics is ``--id-net`` (dlib's by
 default); TACR/NAPR use the STARTING weight set's attribute heads for every row, so all
 rows are judged alike.
@@ -64,11 +66,13 @@ class Row:
 
     @property
     def key(self) -> str:
-        """Names the configuration as it trains: K = 1 without routing, q = 0 when it
-        zeroes no group (module docstring)."""
+        """Names the weights the configuration trains: K = 1 without routing, q = 0 when
+        it zeroes no group, both without self-training (module docstring)."""
+        if not self.self_train:
+            return "st0_k1_q0"
         k = self.clusters if self.routing else 1
         q = self.sparsity if num_sparse_groups(self.sparsity, len(FACE_REGIONS) * k) > 0 else 0.0
-        return f"st{int(self.self_train)}_k{k}_q{q:g}"
+        return f"st1_k{k}_q{q:g}"
 
 
 def tables() -> dict[str, list[tuple[str, Row]]]:

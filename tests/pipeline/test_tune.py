@@ -103,6 +103,21 @@ def test_no_routing_zeroes_no_group_so_it_trains_as_q_0(cli, job, weights, tmp_p
     assert any(sa[k].any() for k in sa)  # self-training moved the transform
 
 
+def test_no_self_train_trains_the_baselines_weights_whatever_k_and_q(cli, job, weights, tmp_path):
+    """Without self-training the T_k get no gradient and stay 0, and the network's steps
+    are Adam's whatever K and q: --no-self-train at K = 5, q = 0.1 writes the weights of
+    the baseline (--no-self-train --no-routing --sparsity 0), so benchmarks/ablation.py
+    runs the two as one row."""
+    base = [str(job), "--from", str(weights), "--steps", "12", "--batch-size", "2", "--no-self-train"]
+    tune_json(cli, *base, "-o", str(tmp_path / "k5"))
+    tune_json(cli, *base, "-o", str(tmp_path / "k1"), "--no-routing", "--sparsity", "0")
+    a, b = load_weight_set(tmp_path / "k5"), load_weight_set(tmp_path / "k1")
+    assert a.meta["s3"]["Q"] == 3 and len(a.meta["s3"]["groups_zeroed"]) == 3  # the sparse phase was reached
+    ta, tb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert all(not t[2].weight.any() for t in load_s3(a).transforms.transforms)  # T_k(.) = 0
+
+
 def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
     out = tmp_path / "r"
     args = [str(job), "--from", str(weights), "-o", str(out), "--steps", "2", "--batch-size", "2"]
