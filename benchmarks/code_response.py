@@ -1,0 +1,114 @@
+"""At which timesteps does a weight set's decoder listen to its codes? One-step predictions
+of edit pairs under the plain, the edited and other faces' codes.
+
+    python benchmarks/code_response.py DATA/smiling-job-pairs.json --weights W --frames 8
+    python benchmarks/code_response.py DATA/classic-glasses-job-pairs.json --scale 0.6 --picture r.png
+
+An edit can only change what the network's prediction depends on. For the first
+``--frames`` pairs of a pairs file (``s3edit tune --pairs``; the pair's attribute is the
+edit's), each source crop is noised to x_t at each ``--t`` (one fixed noise) and the
+one-step prediction x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) is taken
+under:
+
+- the crop's own codes (z_id, z_lnd): the plain prediction;
+- the next crop's z_id, or the next crop's z_lnd (the other codes its own): how much
+  the prediction at t depends on the identity code, and on the landmark code;
+- the own z_id edited by DVA's rule along the attribute by ``--scale``: what the edit
+  changes at t.
+
+Printed per t, as mean absolute differences in % of the pixel range: the other codes'
+change over the whole crop, the edit's change inside the attribute's region
+(``s3edit.face.mask.attribute_region``; the eye band for Eyeglasses), and inside it
+the plain and the edited prediction's distance to the pair's target against the
+source's own distance to it (an edit the decoder learnt brings the edited prediction
+closer to the target than the plain one). ``--picture``: per t, rows source, target,
+plain, edited.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", type=Path, help="an edit-pairs file (scripts/glasses_job.py, scripts/smiling_job.py)")
+    parser.add_argument("--weights", default=None, help="weight set (default: the registry's default)")
+    parser.add_argument("--frames", type=int, default=8, help="the first N pairs")
+    parser.add_argument("--scale", type=float, default=0.6, help="edit scale (DVA's rule)")
+    parser.add_argument("--t", type=int, nargs="+", default=[200, 500, 800, 950], help="timesteps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--picture", type=Path, default=None)
+    args = parser.parse_args()
+
+    import cv2
+
+    from s3edit.face.mask import attribute_region, eye_band
+    from s3edit.job import Job
+    from s3edit.model.attributes import edit_direction, edit_identity
+    from s3edit.train.data import load_job_crops
+    from s3edit.train.objective import alphas_cumprod, noisy, predict_x0
+    from s3edit.train.pairs import read_pairs
+    from s3edit.weights.registry import resolve_weights
+    from s3edit.weights.weightset import load_weight_set
+
+    ws = load_weight_set(resolve_weights(args.weights))
+    model, size, cls = ws.model.eval(), ws.config.image_size, ws.classifier
+    pairs = read_pairs(args.pairs)
+    if cls is None or pairs.attribute not in cls.names:
+        raise SystemExit(f"the weight set has no {pairs.attribute} head to edit along")
+    frames = pairs.frames[:args.frames]
+    src_job, tgt_job = Job.open(pairs.without), Job.open(pairs.with_)
+    src, tgt = load_job_crops(src_job, size), load_job_crops(tgt_job, size)
+    src_row = np.searchsorted(src_job.aligned_frames().indices, frames[:, 0])
+    tgt_row = np.searchsorted(tgt_job.aligned_frames().indices, frames[:, 1])
+    x0, target = src.crops[src_row], tgt.crops[tgt_row]
+    lnd = src.landmarks[src_row]
+    lnd01 = (lnd + 0.5) / size
+    region = attribute_region(pairs.attribute, lnd, size)
+    region = torch.from_numpy(eye_band(lnd.numpy(), size)) if region is None else region
+    region = region[:, None].float().expand_as(x0)
+    w = cls.weight.float()
+    direction = edit_direction(w[cls.names.index(pairs.attribute)])
+    abar = alphas_cumprod()
+    gen = torch.Generator().manual_seed(args.seed)
+    n = len(frames)
+
+    def pct(diff: torch.Tensor, where: torch.Tensor | None = None) -> float:  # [-1, 1] units -> % of range
+        where = torch.ones_like(diff) if where is None else where
+        return float((diff.abs() * where).sum() / where.sum()) * 50
+
+    with torch.no_grad():
+        z_id, z_lnd = model.z_id(x0, lnd01), model.z_lnd(x0, lnd01)
+        edited = edit_identity(z_id, direction, args.scale, cls.conds_mean.float(), cls.conds_std.float())
+        codes = {"plain": model.fuse(z_id, z_lnd), "other z_id": model.fuse(z_id.roll(1, 0), z_lnd),
+                 "other z_lnd": model.fuse(z_id, z_lnd.roll(1, 0)), "edited": model.fuse(edited, z_lnd)}
+        print(f"{ws.name or args.weights}: {n} pairs of {args.pairs.name} ({pairs.attribute}, scale {args.scale:+g}); "
+              "mean |difference| in % of the pixel range")
+        print(f"{'t':>5} {'other z_id':>11} {'other z_lnd':>12} {'edit, region':>13} "
+              f"{'plain-target':>13} {'edited-target':>14} {'source-target':>14}")
+        rows = []
+        for t in args.t:
+            a = abar[t].view(1, 1, 1, 1)
+            x_t = noisy(x0, torch.randn(x0.shape, generator=gen), a)
+            steps = torch.full((n,), t)
+            pred = {k: predict_x0(x_t, model(x_t, steps, z), a) for k, z in codes.items()}
+            print(f"{t:>5} {pct(pred['other z_id'] - pred['plain']):>11.2f} "
+                  f"{pct(pred['other z_lnd'] - pred['plain']):>12.2f} "
+                  f"{pct(pred['edited'] - pred['plain'], region):>13.2f} "
+                  f"{pct(pred['plain'] - target, region):>13.2f} {pct(pred['edited'] - target, region):>14.2f} "
+                  f"{pct(x0 - target, region):>14.2f}")
+            rows += [x0, target, pred["plain"], pred["edited"]]
+    if args.picture is not None:
+        grid = torch.cat(rows).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
+        lines = [np.concatenate(list(grid[r * n:(r + 1) * n]), axis=1) for r in range(len(rows))]
+        cv2.imwrite(str(args.picture), cv2.cvtColor(np.concatenate(lines), cv2.COLOR_RGB2BGR))
+        print(f"wrote {args.picture} (per t, rows: source, target, plain, edited)")
+
+
+if __name__ == "__main__":
+    main()
