@@ -55,7 +55,10 @@ predictions under the edited and the plain code, the latter held fixed:
     L_keep = mean outside of w(t) |eps_theta(x_t^1, t, fuse(z_e, z_lnd)) - sg(eps_theta(x_t^1, t, z_face))|
     w(t)   = min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) / (its mean over t)
 
-(∝ |x0_hat(z_e) - sg(x0_hat(z_face))| below the cap).
+(∝ |x0_hat(z_e) - sg(x0_hat(z_face))| below the cap). The noise form weighs an x0
+change at t by sqrt(abar_t / (1 - abar_t)), under 0.01 at t = 999, and so hardly sees the
+high-noise steps that set a decode's colours; the x0 form weighs every step of a decode
+alike. The plain prediction is DVA's own first row, so it costs no extra forward.
 
 Keeping off the attributes' directions (share ``PairTerm.keep_random`` of L_keep's rows,
 0: none): such a row's code moves by ±gamma along a random unit direction orthogonal to
@@ -64,10 +67,7 @@ empty). Without it the only codes that move in training are the pair and keep ro
 all along the paired directions, so the decoder may learn "a code off the face's own
 draws the attribute" rather than the attribute's own direction, and draw it under any
 other edit (another head's direction). With no paired attribute that has a region,
-every L_keep row is such a row. The noise form weighs an x0
-change at t by sqrt(abar_t / (1 - abar_t)), under 0.01 at t = 999, and so hardly sees the
-high-noise steps that set a decode's colours; the x0 form weighs every step of a decode
-alike. The plain prediction is DVA's own first row, so it costs no extra forward.
+every L_keep row is such a row.
 
 Code noise: the normalised z_id of L_pair's and L_keep's rows gets Gaussian noise of
 std ``PairTerm.code_noise`` before the edit, so the edit's effect is learnt as a
@@ -225,7 +225,8 @@ class PairTerm:
     (0: half the batch size); ``plain_frames``: DVA's loss draws its frames from the
     first ``plain_frames`` rows of the data only (None: all rows); ``keep``: weight of
     L_keep (0: off); ``code_noise``: std of the code noise; ``keep_target``: one of
-    ``KEEP_TARGETS``."""
+    ``KEEP_TARGETS``; ``keep_random``: the share of L_keep's rows moved along random
+    directions off the paired ones, kept over the whole frame."""
 
     rows: Tensor
     attribute: Tensor
