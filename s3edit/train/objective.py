@@ -33,8 +33,14 @@ from tgt's own (there eps* = eps_p, at every t: the steps that end a decode incl
 This is what DDIM inversion followed by a decode under an edited code asks of the
 network. With pairs of several attributes, each attribute gets an equal share of the
 pair rows (``PairTerm.pick``): the 102 real Smiling pairs beside 2,210 glasses twins
-would otherwise be one row in twenty. The loss is in epsilon space, weighing each t by how far its prediction moves
-the DDIM trajectory; t_min = ``PAIR_T_MIN`` keeps eps* bounded where abar -> 1. The
+would otherwise be one row in twenty. The loss is in epsilon space, weighing each t by
+how far its prediction moves the DDIM trajectory; t_min = ``PAIR_T_MIN`` keeps eps*
+bounded where abar -> 1. There a change of the target's x0 by d moves eps* by
+sqrt(abar / (1 - abar)) d, under 0.1 d past t ~ 670: the high-noise steps, where the
+code decides a decode's shapes, hardly count, and a faint change (a smile) is asked for
+mostly where the noisy frame already shows the source. With ``PairTerm.space = "x0"``
+each row's error is multiplied by w(t) (``x0_weight``, below), which makes it the
+one-step x0 error below the cap and counts every step of a decode alike. The
 region term gives the few pixels an edit changes as much weight as the whole frame.
 The edited code, not the target's own z_id, conditions the term: a twin's z_id lies
 too close to its face's for the network to tell them apart, which is also why the frames
@@ -53,7 +59,7 @@ With ``PairTerm.keep_target = "unedited"`` it compares instead the one-step x0
 predictions under the edited and the plain code, the latter held fixed:
 
     L_keep = mean outside of w(t) |eps_theta(x_t^1, t, fuse(z_e, z_lnd)) - sg(eps_theta(x_t^1, t, z_face))|
-    w(t)   = min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) / (its mean over t)
+    w(t)   = min(sqrt((1 - abar_t) / abar_t), X0_CAP) / (its mean over t)
 
 (∝ |x0_hat(z_e) - sg(x0_hat(z_face))| below the cap). The noise form weighs an x0
 change at t by sqrt(abar_t / (1 - abar_t)), under 0.01 at t = 999, and so hardly sees the
@@ -105,7 +111,8 @@ PAIR_FROM_TARGET = 0.5  # share of L_pair rows noised from the target frame (any
 PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's normalised codes
 PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] units) is "changed"
 KEEP_TARGETS = ("noise", "unedited")  # L_keep against eps1, or x0-space against the plain code's prediction
-KEEP_X0_CAP = 20.0  # cap of L_keep's x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
+PAIR_SPACES = ("noise", "x0")  # L_pair in noise space, or weighted to the one-step x0 error
+X0_CAP = 20.0  # cap of the x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
 
 
 # --- DVA's semantics and terms ----------------------------------------------------------------
@@ -194,13 +201,14 @@ def keep_region(name: str, lnd01: Tensor, size: int) -> Tensor | None:
     return None if region is None else region[:, None].float()
 
 
-def keep_x0_weight(abar: Tensor, t: Tensor) -> Tensor:
-    """L_keep's factor w(t) at timesteps ``t`` with ``keep_target="unedited"``:
-    min(sqrt((1 - abar_t) / abar_t), KEEP_X0_CAP) over its mean on all T timesteps, so
+def x0_weight(abar: Tensor, t: Tensor) -> Tensor:
+    """The factor w(t) at timesteps ``t`` of L_keep with ``keep_target="unedited"`` and of
+    L_pair with ``space="x0"``:
+    min(sqrt((1 - abar_t) / abar_t), X0_CAP) over its mean on all T timesteps, so
     the term's gradients are, on average over t, as large as the noise form's (an L1 term
     pushes every pixel with its weight, however small the gap, so the raw factor would
     let the high-noise rows outweigh every other term)."""
-    factor = ((1 - abar) / abar).sqrt().clamp(max=KEEP_X0_CAP)
+    factor = ((1 - abar) / abar).sqrt().clamp(max=X0_CAP)
     return factor[t] / factor.mean()
 
 
@@ -226,7 +234,8 @@ class PairTerm:
     first ``plain_frames`` rows of the data only (None: all rows); ``keep``: weight of
     L_keep (0: off); ``code_noise``: std of the code noise; ``keep_target``: one of
     ``KEEP_TARGETS``; ``keep_random``: the share of L_keep's rows moved along random
-    directions off the paired ones, kept over the whole frame."""
+    directions off the paired ones, kept over the whole frame; ``space``: one of
+    ``PAIR_SPACES``, L_pair's error in noise space or weighted by w(t)."""
 
     rows: Tensor
     attribute: Tensor
@@ -242,12 +251,15 @@ class PairTerm:
     code_noise: float = PAIR_CODE_NOISE
     keep_target: str = "noise"
     keep_random: float = 0.0
+    space: str = "noise"
 
     def __post_init__(self):
         if self.keep_target not in KEEP_TARGETS:
             raise ValueError(f"keep_target must be one of {KEEP_TARGETS}, not {self.keep_target!r}")
         if not 0.0 <= self.keep_random <= 1.0:
             raise ValueError(f"keep_random is a share of rows, between 0 and 1, not {self.keep_random}")
+        if self.space not in PAIR_SPACES:
+            raise ValueError(f"space must be one of {PAIR_SPACES}, not {self.space!r}")
 
     @property
     def keep_attributes(self) -> list[int]:
@@ -289,9 +301,10 @@ class PairTerm:
                 "gamma": list(PAIR_GAMMA), "from_target": PAIR_FROM_TARGET, "plain_frames": self.plain_frames,
                 "code_noise": self.code_noise, "keep": self.keep,
                 "keep_regions": {self.names[i]: ATTRIBUTE_REGIONS[self.names[i]].describe() for i in self.keep_attributes},
-                **({"keep_target": self.keep_target, "keep_x0_cap": KEEP_X0_CAP}
+                **({"keep_target": self.keep_target, "keep_x0_cap": X0_CAP}
                    if self.keep_target != "noise" else {}),
-                **({"keep_random": self.keep_random} if self.keep_random > 0 else {})}
+                **({"keep_random": self.keep_random} if self.keep_random > 0 else {}),
+                **({"space": self.space, "x0_cap": X0_CAP} if self.space != "noise" else {})}
 
 
 def off_directions(gen: torch.Generator, n: int, directions: Tensor) -> Tensor:
@@ -432,12 +445,14 @@ class DVAObjective(Objective):
             target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
             p = x_p.shape[0]
             error = (pred[2 * b:2 * b + p] - target).abs()
+            if self.pairs.space == "x0":
+                error = error * x0_weight(self.abar, batch["pair_t"]).view(-1, 1, 1, 1)
             region = changed_region(batch["src_x0"], batch["tgt_x0"]).expand_as(error)
             parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
             loss = loss + self.pairs.weight * parts["pair"]
         if keeping:
             if self.pairs.keep_target == "unedited":
-                weight = keep_x0_weight(self.abar, t).view(-1, 1, 1, 1)
+                weight = x0_weight(self.abar, t).view(-1, 1, 1, 1)
                 parts["keep"] = keep_loss(weight * pred[-b:], weight * pred[:b].detach(), self.keep_regions(batch))
             else:
                 parts["keep"] = keep_loss(pred[-b:], batch["eps1"], self.keep_regions(batch))

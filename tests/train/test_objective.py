@@ -90,12 +90,17 @@ def test_frames_past_plain_frames_feed_only_the_pair_term(tiny_model):
     assert set(draws["pair_src"].tolist()) | set(draws["pair_tgt"].tolist()) == set(range(6))
 
 
-def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops):
+@pytest.mark.parametrize("space", ["noise", "x0"])
+def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops, space):
+    from s3edit.train.objective import X0_CAP
+
     model = tiny_model().eval()
     freeze_encoders(model)
     data = paired_data(crops)
     sem = precompute_semantics(model, data)
-    objective = DVAObjective(model, pairs=pair_term(model, weight=0.5)).eval()
+    term = pair_term(model, weight=0.5)
+    term.space = space
+    objective = DVAObjective(model, pairs=term).eval()
     draws = objective.draw(torch.Generator().manual_seed(4), 2, len(data), (3, 32, 32))
     batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
     with torch.no_grad():
@@ -112,6 +117,12 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, c
     region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
     assert region[:, :, 9:15, 5:27].min() == 1 and region.sum() == 4 * 6 * 22  # the band, dilated 1 px
     error = (eps - target).abs()
+    if space == "x0":  # the one-step x0 error below the cap, over the factor's mean on all t
+        every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=X0_CAP)
+        error = error * ((1 - a) / a).sqrt().clamp(max=X0_CAP) / every.mean()
+        assert term.describe()["space"] == "x0"
+    else:
+        assert "space" not in term.describe()  # recorded only when used: older checkpoints resume
     expected = error.mean() + (error * region).sum() / (region.sum() * 3)
     torch.testing.assert_close(parts["pair"], expected, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"] + parts["keep"])
@@ -148,7 +159,7 @@ def test_keep_loss_is_the_l1_to_the_frame_noise_outside_the_eye_band_under_an_ed
 
 def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_prediction(tiny_model, crops):
     from s3edit.face.mask import ATTRIBUTE_REGIONS, eye_band
-    from s3edit.train.objective import KEEP_X0_CAP
+    from s3edit.train.objective import X0_CAP
 
     model = tiny_model().eval()
     freeze_encoders(model)
@@ -173,10 +184,10 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
         plain = model(x_t, t, model.fuse(sem.z_id[i], sem.z_lnd[i]))
         edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
     factor = ((1 - a) / a).sqrt()
-    assert factor[0] < 1 < factor[1] < KEEP_X0_CAP < factor[2]
+    assert factor[0] < 1 < factor[1] < X0_CAP < factor[2]
     gap = (predict_x0(x_t, edited, a) - predict_x0(x_t, plain, a)).abs()  # x0 space where under the cap
-    gap[2] = (edited[2] - plain[2]).abs() * KEEP_X0_CAP
-    every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=KEEP_X0_CAP)
+    gap[2] = (edited[2] - plain[2]).abs() * X0_CAP
+    every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=X0_CAP)
     assert 5 < float(every.mean()) < 10  # over all t: the weights are divided by it
     gap = gap / every.mean()
     outside = torch.from_numpy(~eye_band(data.landmarks[i].numpy(), 32, pad=ATTRIBUTE_REGIONS["Eyeglasses"].pad))[:, None].float()
@@ -187,7 +198,7 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
     params = [p for p in model.parameters() if p.requires_grad]
     got = torch.autograd.grad(parts["keep"], params, allow_unused=True)
     edited = model(x_t, t, model.fuse(objective.keep_code(batch), sem.z_lnd[i]))
-    w = factor.clamp(max=KEEP_X0_CAP) / every.mean()
+    w = factor.clamp(max=X0_CAP) / every.mean()
     manual = ((w * edited - w * plain).abs() * outside).sum() / (outside.sum() * 3)
     want = torch.autograd.grad(manual, params, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in want)
@@ -196,11 +207,12 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
             torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
 
 
-def test_an_unknown_keep_target_is_refused():
-    with pytest.raises(ValueError, match="keep_target"):
+@pytest.mark.parametrize("field, value", [("keep_target", "x0"), ("space", "eps")])
+def test_an_unknown_keep_target_or_pair_space_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
         PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.zeros(1, dtype=torch.int64),
                  directions=torch.ones(1, 4), conds_mean=torch.zeros(1, 4), conds_std=torch.ones(1, 4),
-                 names=("Eyeglasses",), keep_target="x0")
+                 names=("Eyeglasses",), **{field: value})
 
 
 def test_keep_term_is_off_at_weight_zero_and_for_attributes_without_a_region(tiny_model, crops):
