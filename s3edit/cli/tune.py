@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from s3edit.cli.options import JsonOpt, KeepTarget, Objective, OverwriteOpt, PairSpace, Preset, Trainable
+from s3edit.cli.options import JsonOpt, KeepTarget, Objective, OverwriteOpt, PairSpace, PairTarget, Preset, Trainable
 
 from s3edit.train.loop import TrainConfig
 from s3edit.pipeline.tune import format_report, tune
@@ -30,6 +30,7 @@ def tune_cmd(
     pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute; with --objective dva): teaches the decoder that edit. Repeatable."),
     pair_weight: float = typer.Option(1.0, "--pair-weight", min=0.0, help="Weight of the paired-edit loss."),
     pair_space: PairSpace = typer.Option(PairSpace("noise"), "--pair-space", help="With --pairs: where the paired-edit loss measures the error: noise (each timestep weighed by how far it moves the sampler) or x0 (the one-step image, every step of a decode alike, so that faint edits are learnt where the code decides shapes)."),
+    pair_target: PairTarget = typer.Option(PairTarget("frame"), "--pair-target", help="With --pairs: what the paired-edit loss asks of an edited code: frame (the target frame) or change (the plain code's own prediction moved by the pair's difference, so the network's reconstruction error does not drown a faint edit)."),
     pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
     keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
     code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
@@ -57,7 +58,8 @@ def tune_cmd(
     result = tune(inputs, output, base=base, preset=preset.value if preset else None, objective=objective.value,
                   cfg=cfg, s3=s3, pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch,
                   keep_weight=keep_weight, code_noise=code_noise, keep_target=keep_target.value,
-                  keep_random=keep_random, pair_space=pair_space.value, overwrite=overwrite)
+                  keep_random=keep_random, pair_space=pair_space.value,
+                  pair_target=pair_target.value, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

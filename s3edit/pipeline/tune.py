@@ -50,7 +50,7 @@ from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
 from s3edit.train.loop import TrainConfig, make_accelerator
-from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_SPACES, PairTerm, train_dva
+from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_SPACES, PAIR_TARGETS, PairTerm, train_dva
 from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.model.attributes import edit_direction
@@ -105,7 +105,7 @@ def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
 def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
               batch: int = 0, inputs: int | None = None, keep: float = 1.0,
               code_noise: float = PAIR_CODE_NOISE, keep_target: str = "noise",
-              keep_random: float = 0.0, space: str = "noise") -> PairTerm:
+              keep_random: float = 0.0, space: str = "noise", target: str = "frame") -> PairTerm:
     """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
     which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
@@ -127,7 +127,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         directions=edit_direction(torch.stack([w[names.index(n)] for n in used]).float()),
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
         names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs), keep=keep,
-        code_noise=code_noise, keep_target=keep_target, keep_random=keep_random, space=space,
+        code_noise=code_noise, keep_target=keep_target, keep_random=keep_random, space=space, target=target,
         plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
@@ -164,6 +164,7 @@ def tune(
     keep_target: str = "noise",
     keep_random: float = 0.0,
     pair_space: str = "noise",
+    pair_target: str = "frame",
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -181,6 +182,8 @@ def tune(
         raise InputError(f"unknown keep target {keep_target!r}; choose one of {', '.join(KEEP_TARGETS)}.")
     if pair_space not in PAIR_SPACES:
         raise InputError(f"unknown pair space {pair_space!r}; choose one of {', '.join(PAIR_SPACES)}.")
+    if pair_target not in PAIR_TARGETS:
+        raise InputError(f"unknown pair target {pair_target!r}; choose one of {', '.join(PAIR_TARGETS)}.")
     if not 0.0 <= keep_random <= 1.0:
         raise InputError(f"--keep-random is a share of the keep term's rows, between 0 and 1, not {keep_random}.")
     pair_files = [read_pairs(p) for p in pairs]
@@ -197,7 +200,7 @@ def tune(
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
     term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise,
-                      keep_target, keep_random, pair_space)
+                      keep_target, keep_random, pair_space, pair_target)
             if pair_files else None)
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:

@@ -42,6 +42,18 @@ mostly where the noisy frame already shows the source. With ``PairTerm.space = "
 each row's error is multiplied by w(t) (``x0_weight``, below), which makes it the
 one-step x0 error below the cap and counts every step of a decode alike. The
 region term gives the few pixels an edit changes as much weight as the whole frame.
+
+The target frame is where the network's own reconstruction error lies too: an L1 loss
+pulls each pixel by the sign of its error, and where that error (a blurred one-step
+prediction at high t, registration noise) is larger than the edit's change, the change
+hardly moves the sign. With ``PairTerm.target = "change"`` the rows noised from src take
+as x0 target the plain code's own prediction (held fixed) moved by the pair's change:
+
+    eps* = sg(eps_theta(x_p, t_p, fuse(z_0, z_lnd_src))) - sqrt(abar / (1 - abar)) (tgt - src)
+
+where z_0 is z_p without the edit's step (its code noise kept), so the loss asks only
+for the difference the edit makes; the rows noised from tgt keep eps* = eps_p. It costs
+one forward pass without gradients over those rows.
 The edited code, not the target's own z_id, conditions the term: a twin's z_id lies
 too close to its face's for the network to tell them apart, which is also why the frames
 past ``PairTerm.plain_frames`` (the twins, when they are not training inputs) take no
@@ -112,6 +124,7 @@ PAIR_CODE_NOISE = 0.3  # default std of the noise added to L_pair's and L_keep's
 PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] units) is "changed"
 KEEP_TARGETS = ("noise", "unedited")  # L_keep against eps1, or x0-space against the plain code's prediction
 PAIR_SPACES = ("noise", "x0")  # L_pair in noise space, or weighted to the one-step x0 error
+PAIR_TARGETS = ("frame", "change")  # L_pair's x0 target: tgt, or the plain prediction + (tgt - src)
 X0_CAP = 20.0  # cap of the x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
 
 
@@ -235,7 +248,9 @@ class PairTerm:
     L_keep (0: off); ``code_noise``: std of the code noise; ``keep_target``: one of
     ``KEEP_TARGETS``; ``keep_random``: the share of L_keep's rows moved along random
     directions off the paired ones, kept over the whole frame; ``space``: one of
-    ``PAIR_SPACES``, L_pair's error in noise space or weighted by w(t)."""
+    ``PAIR_SPACES``, L_pair's error in noise space or weighted by w(t); ``target``: one
+    of ``PAIR_TARGETS``, the target frame or the plain code's prediction moved by the
+    pair's change."""
 
     rows: Tensor
     attribute: Tensor
@@ -252,6 +267,7 @@ class PairTerm:
     keep_target: str = "noise"
     keep_random: float = 0.0
     space: str = "noise"
+    target: str = "frame"
 
     def __post_init__(self):
         if self.keep_target not in KEEP_TARGETS:
@@ -260,6 +276,8 @@ class PairTerm:
             raise ValueError(f"keep_random is a share of rows, between 0 and 1, not {self.keep_random}")
         if self.space not in PAIR_SPACES:
             raise ValueError(f"space must be one of {PAIR_SPACES}, not {self.space!r}")
+        if self.target not in PAIR_TARGETS:
+            raise ValueError(f"target must be one of {PAIR_TARGETS}, not {self.target!r}")
 
     @property
     def keep_attributes(self) -> list[int]:
@@ -304,7 +322,8 @@ class PairTerm:
                 **({"keep_target": self.keep_target, "keep_x0_cap": X0_CAP}
                    if self.keep_target != "noise" else {}),
                 **({"keep_random": self.keep_random} if self.keep_random > 0 else {}),
-                **({"space": self.space, "x0_cap": X0_CAP} if self.space != "noise" else {})}
+                **({"space": self.space, "x0_cap": X0_CAP} if self.space != "noise" else {}),
+                **({"target": self.target} if self.target != "frame" else {})}
 
 
 def off_directions(gen: torch.Generator, n: int, directions: Tensor) -> Tensor:
@@ -406,10 +425,28 @@ class DVAObjective(Objective):
             z_id = denormalize(normalize(z_id, self.pair_mean, self.pair_std) + noise, self.pair_mean, self.pair_std)
         return edit_identity(z_id, direction, scale, self.pair_mean, self.pair_std)
 
-    def pair_code(self, batch: dict[str, Tensor]) -> Tensor:
-        """z_p of the pair rows (module docstring): the edit rule on src's z_id."""
+    def pair_code(self, batch: dict[str, Tensor], edited: bool = True) -> Tensor:
+        """z_p of the pair rows (module docstring): the edit rule on src's z_id (with
+        ``edited=False`` the same code, code noise included, without the edit's step)."""
+        scale = batch["pair_sign"] * batch["pair_gamma"]
         return self.edited_code(batch["src_z_id"], self.pair_directions[batch["pair_attr"]],
-                                batch["pair_sign"] * batch["pair_gamma"], batch.get("pair_code_noise"))
+                                scale if edited else torch.zeros_like(scale), batch.get("pair_code_noise"))
+
+    def change_target(self, batch: dict[str, Tensor], x_p: Tensor, a_p: Tensor, target: Tensor) -> Tensor:
+        """eps* of ``PairTerm.target = "change"`` (module docstring): in the rows noised
+        from src, the noise whose one-step x0 is the plain code's, moved by tgt - src;
+        ``target`` (the frame's eps*) in the others."""
+        rows = torch.nonzero(batch["pair_noisy"] == batch["pair_src"]).flatten()
+        if len(rows) == 0:
+            return target
+        keys = ("src_z_id", "pair_attr", "pair_sign", "pair_gamma", "pair_code_noise")
+        plain_code = self.pair_code({k: batch[k][rows] for k in keys if k in batch}, edited=False)
+        with torch.no_grad():
+            plain = self.model(x_p[rows], batch["pair_t"][rows], self.model.fuse(plain_code, batch["src_z_lnd"][rows]))
+        change = batch["tgt_x0"][rows] - batch["src_x0"][rows]
+        target = target.clone()
+        target[rows] = plain - (a_p[rows] / (1 - a_p[rows])).sqrt() * change
+        return target
 
     def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
         """The codes of L_keep's rows: the plain rows' z_id, edited along their attribute's
@@ -443,6 +480,8 @@ class DVAObjective(Objective):
         loss = parts["simple"] + self.face_weight * parts["reg"]
         if self.pairs is not None:
             target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
+            if self.pairs.target == "change":
+                target = self.change_target(batch, x_p, a_p, target)
             p = x_p.shape[0]
             error = (pred[2 * b:2 * b + p] - target).abs()
             if self.pairs.space == "x0":

@@ -90,16 +90,22 @@ def test_frames_past_plain_frames_feed_only_the_pair_term(tiny_model):
     assert set(draws["pair_src"].tolist()) | set(draws["pair_tgt"].tolist()) == set(range(6))
 
 
-@pytest.mark.parametrize("space", ["noise", "x0"])
-def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops, space):
+@pytest.mark.parametrize("space, target_form", [("noise", "frame"), ("x0", "frame"), ("noise", "change")])
+def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops, space, target_form):
+    from s3edit.model.attributes import edit_identity
     from s3edit.train.objective import X0_CAP
 
     model = tiny_model().eval()
     freeze_encoders(model)
+    if target_form == "change":  # a network whose output depends on the code (the last conv starts at zero)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(8)
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
     data = paired_data(crops)
     sem = precompute_semantics(model, data)
     term = pair_term(model, weight=0.5)
-    term.space = space
+    term.space, term.target = space, target_form
     objective = DVAObjective(model, pairs=term).eval()
     draws = objective.draw(torch.Generator().manual_seed(4), 2, len(data), (3, 32, 32))
     batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
@@ -116,6 +122,20 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, c
     torch.testing.assert_close(target[from_tgt], draws["pair_eps"][from_tgt], atol=1e-4, rtol=0)
     region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
     assert region[:, :, 9:15, 5:27].min() == 1 and region.sum() == 4 * 6 * 22  # the band, dilated 1 px
+    from_src = draws["pair_noisy"] == draws["pair_src"]
+    assert 0 < int(from_src.sum()) < len(from_src)
+    if target_form == "change":  # from src: the plain code's prediction moved by tgt - src
+        with torch.no_grad():
+            plain_code = edit_identity(sem.z_id[draws["pair_src"]] + draws["pair_code_noise"], term.directions[0],
+                                       torch.zeros(len(from_src)), term.conds_mean, term.conds_std)
+            plain = model(x_p, draws["pair_t"], model.fuse(plain_code, sem.z_lnd[draws["pair_src"]]))
+        change = data.crops[draws["pair_tgt"]] - data.crops[draws["pair_src"]]
+        moved = plain - (a / (1 - a)).sqrt() * change
+        torch.testing.assert_close(predict_x0(x_p, moved, a), predict_x0(x_p, plain, a) + change, atol=1e-3, rtol=0)
+        target = torch.where(from_src.view(-1, 1, 1, 1), moved, target)
+        assert term.describe()["target"] == "change"
+    else:
+        assert "target" not in term.describe()
     error = (eps - target).abs()
     if space == "x0":  # the one-step x0 error below the cap, over the factor's mean on all t
         every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=X0_CAP)
@@ -207,7 +227,7 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
             torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("field, value", [("keep_target", "x0"), ("space", "eps")])
+@pytest.mark.parametrize("field, value", [("keep_target", "x0"), ("space", "eps"), ("target", "delta")])
 def test_an_unknown_keep_target_or_pair_space_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.zeros(1, dtype=torch.int64),
