@@ -46,14 +46,20 @@ region term gives the few pixels an edit changes as much weight as the whole fra
 The target frame is where the network's own reconstruction error lies too: an L1 loss
 pulls each pixel by the sign of its error, and where that error (a blurred one-step
 prediction at high t, registration noise) is larger than the edit's change, the change
-hardly moves the sign. With ``PairTerm.target = "change"`` the rows noised from src take
-as x0 target the plain code's own prediction (held fixed) moved by the pair's change:
+hardly moves the sign. With ``PairTerm.target = "change"`` the rows noised from src ask
+instead for the difference the edit makes to the prediction, against the same noisy
+frame under the code without the edit:
 
-    eps* = sg(eps_theta(x_p, t_p, fuse(z_0, z_lnd_src))) - sqrt(abar / (1 - abar)) (tgt - src)
+    eps* = eps_theta(x_p, t_p, fuse(z_0, z_lnd_src)) - sqrt(abar / (1 - abar)) (tgt - src)
 
-where z_0 is z_p without the edit's step (its code noise kept), so the loss asks only
-for the difference the edit makes; the rows noised from tgt keep eps* = eps_p. It costs
-one forward pass without gradients over those rows.
+(its one-step x0 is the plain prediction plus tgt - src), where z_0 is z_p without the
+edit's step (its code noise kept). The error is common to both predictions and cancels,
+and the gradient reaches both: it changes how the network answers the move z_0 -> z_p,
+the edit's direction, rather than what it draws for codes near z_p (a fixed plain
+prediction would let it add the change to both and chase its own target). DVA's loss
+keeps the plain prediction on the frame. The rows noised from tgt keep eps* = eps_p.
+It costs one more row through the network for each of those rows.
+
 The edited code, not the target's own z_id, conditions the term: a twin's z_id lies
 too close to its face's for the network to tell them apart, which is also why the frames
 past ``PairTerm.plain_frames`` (the twins, when they are not training inputs) take no
@@ -432,21 +438,17 @@ class DVAObjective(Objective):
         return self.edited_code(batch["src_z_id"], self.pair_directions[batch["pair_attr"]],
                                 scale if edited else torch.zeros_like(scale), batch.get("pair_code_noise"))
 
-    def change_target(self, batch: dict[str, Tensor], x_p: Tensor, a_p: Tensor, target: Tensor) -> Tensor:
-        """eps* of ``PairTerm.target = "change"`` (module docstring): in the rows noised
-        from src, the noise whose one-step x0 is the plain code's, moved by tgt - src;
-        ``target`` (the frame's eps*) in the others."""
-        rows = torch.nonzero(batch["pair_noisy"] == batch["pair_src"]).flatten()
-        if len(rows) == 0:
-            return target
+    def change_rows(self, batch: dict[str, Tensor]) -> Tensor:
+        """The pair rows that ``PairTerm.target = "change"`` asks for a change (those
+        noised from src) as indices, and none under ``"frame"``."""
+        if self.pairs is None or self.pairs.target != "change":
+            return torch.zeros(0, dtype=torch.int64, device=batch["t"].device)
+        return torch.nonzero(batch["pair_noisy"] == batch["pair_src"]).flatten()
+
+    def plain_pair_code(self, batch: dict[str, Tensor], rows: Tensor) -> Tensor:
+        """z_0 of the pair rows ``rows``: their z_p without the edit's step, code noise kept."""
         keys = ("src_z_id", "pair_attr", "pair_sign", "pair_gamma", "pair_code_noise")
-        plain_code = self.pair_code({k: batch[k][rows] for k in keys if k in batch}, edited=False)
-        with torch.no_grad():
-            plain = self.model(x_p[rows], batch["pair_t"][rows], self.model.fuse(plain_code, batch["src_z_lnd"][rows]))
-        change = batch["tgt_x0"][rows] - batch["src_x0"][rows]
-        target = target.clone()
-        target[rows] = plain - (a_p[rows] / (1 - a_p[rows])).sqrt() * change
-        return target
+        return self.pair_code({k: batch[k][rows] for k in keys if k in batch}, edited=False)
 
     def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
         """The codes of L_keep's rows: the plain rows' z_id, edited along their attribute's
@@ -469,6 +471,11 @@ class DVAObjective(Objective):
             xs.append(x_p)
             ts.append(batch["pair_t"])
             zs.append(self.model.fuse(self.pair_code(batch), batch["src_z_lnd"]))
+            change = self.change_rows(batch)
+            if len(change):  # their plain twins
+                xs.append(x_p[change])
+                ts.append(batch["pair_t"][change])
+                zs.append(self.model.fuse(self.plain_pair_code(batch, change), batch["src_z_lnd"][change]))
         keeping = "keep_attr" in batch
         if keeping:
             xs.append(x_t1)
@@ -480,9 +487,11 @@ class DVAObjective(Objective):
         loss = parts["simple"] + self.face_weight * parts["reg"]
         if self.pairs is not None:
             target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
-            if self.pairs.target == "change":
-                target = self.change_target(batch, x_p, a_p, target)
-            p = x_p.shape[0]
+            p, c = x_p.shape[0], len(change)
+            if c:  # the plain twin's prediction moved by the pair's change (module docstring)
+                moved = pred[2 * b + p:2 * b + p + c] - (a_p[change] / (1 - a_p[change])).sqrt() * (
+                    batch["tgt_x0"][change] - batch["src_x0"][change])
+                target = target.index_copy(0, change, moved)
             error = (pred[2 * b:2 * b + p] - target).abs()
             if self.pairs.space == "x0":
                 error = error * x0_weight(self.abar, batch["pair_t"]).view(-1, 1, 1, 1)

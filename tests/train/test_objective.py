@@ -134,6 +134,22 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, c
         torch.testing.assert_close(predict_x0(x_p, moved, a), predict_x0(x_p, plain, a) + change, atol=1e-3, rtol=0)
         target = torch.where(from_src.view(-1, 1, 1, 1), moved, target)
         assert term.describe()["target"] == "change"
+        # the gradient reaches the plain twin's prediction too: the term trains the
+        # answer to the edit's move, not a fixed target
+        params = [p for p in model.parameters() if p.requires_grad]
+        got = torch.autograd.grad(objective(batch)["pair"], params, allow_unused=True)
+        plain = model(x_p, draws["pair_t"], model.fuse(plain_code, sem.z_lnd[draws["pair_src"]]))
+        edited = model(x_p, draws["pair_t"], model.fuse(objective.pair_code(batch), sem.z_lnd[draws["pair_src"]]))
+        wanted = torch.where(from_src.view(-1, 1, 1, 1), plain - (a / (1 - a)).sqrt() * change, target)
+        err = (edited - wanted).abs()
+        region = changed_region(data.crops[draws["pair_src"]], data.crops[draws["pair_tgt"]])
+        want = torch.autograd.grad(err.mean() + (err * region).sum() / (region.sum() * 3), params, allow_unused=True,
+                                   retain_graph=True)
+        detached = torch.autograd.grad((edited - wanted.detach()).abs().mean(), params, allow_unused=True)
+        assert any(g is not None and h is not None and not torch.allclose(g, h) for g, h in zip(want, detached))
+        for g, h in zip(got, want):
+            if h is not None:
+                torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
     else:
         assert "target" not in term.describe()
     error = (eps - target).abs()
