@@ -441,7 +441,7 @@ class DVAObjective(Objective):
     def change_rows(self, batch: dict[str, Tensor]) -> Tensor:
         """The pair rows that ``PairTerm.target = "change"`` asks for a change (those
         noised from src) as indices, and none under ``"frame"``."""
-        if self.pairs is None or self.pairs.target != "change":
+        if self.pairs.target != "change":
             return torch.zeros(0, dtype=torch.int64, device=batch["t"].device)
         return torch.nonzero(batch["pair_noisy"] == batch["pair_src"]).flatten()
 
