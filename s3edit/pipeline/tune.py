@@ -105,7 +105,8 @@ def with_pair_jobs(jobs: list[Job], pairs: list[EditPairs]) -> list[Job]:
 def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight: float,
               batch: int = 0, inputs: int | None = None, keep: float = 1.0,
               code_noise: float = PAIR_CODE_NOISE, keep_target: str = "noise",
-              keep_random: float = 0.0, space: str = "noise", target: str = "frame") -> PairTerm:
+              keep_random: float = 0.0, space: str = "noise", target: str = "frame",
+              gain: float = 1.0) -> PairTerm:
     """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
     which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
@@ -128,7 +129,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
         names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs), keep=keep,
         code_noise=code_noise, keep_target=keep_target, keep_random=keep_random, space=space, target=target,
-        plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
+        gain=gain, plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
 def starting_point(base: str | None, preset: str | None) -> WeightSet:
@@ -165,6 +166,7 @@ def tune(
     keep_random: float = 0.0,
     pair_space: str = "noise",
     pair_target: str = "frame",
+    pair_gain: float = 1.0,
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -184,6 +186,8 @@ def tune(
         raise InputError(f"unknown pair space {pair_space!r}; choose one of {', '.join(PAIR_SPACES)}.")
     if pair_target not in PAIR_TARGETS:
         raise InputError(f"unknown pair target {pair_target!r}; choose one of {', '.join(PAIR_TARGETS)}.")
+    if not pair_gain > 0:
+        raise InputError(f"--pair-gain multiplies the fusion layer's response to an edit; give a positive factor, not {pair_gain}.")
     if not 0.0 <= keep_random <= 1.0:
         raise InputError(f"--keep-random is a share of the keep term's rows, between 0 and 1, not {keep_random}.")
     pair_files = [read_pairs(p) for p in pairs]
@@ -200,7 +204,7 @@ def tune(
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
     term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise,
-                      keep_target, keep_random, pair_space, pair_target)
+                      keep_target, keep_random, pair_space, pair_target, pair_gain)
             if pair_files else None)
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:

@@ -98,6 +98,11 @@ std ``PairTerm.code_noise`` before the edit, so the edit's effect is learnt as a
 function of the direction, not of the exact codes of the training faces (the
 conditioning augmentation of cascaded diffusion models).
 
+Fusion gain (``PairTerm.gain``, 1: none): before the first step ``raise_fusion_gain``
+multiplies the fusion layer's response to the paired attributes' edit steps, so that an
+edit the decoder has not learnt yet moves z_face as far as a change of sitter does and
+the UNet has a move of its code to learn the edit on.
+
 ``train_dva`` trains a DVA with this objective on the generic loop
 (``s3edit.train.loop``). What the pair and keep terms did to the default weight set:
 ``weights/default/TRAINING.md``.
@@ -256,7 +261,8 @@ class PairTerm:
     directions off the paired ones, kept over the whole frame; ``space``: one of
     ``PAIR_SPACES``, L_pair's error in noise space or weighted by w(t); ``target``: one
     of ``PAIR_TARGETS``, the target frame or the plain code's prediction moved by the
-    pair's change."""
+    pair's change; ``gain``: the factor ``raise_fusion_gain`` applies before the first
+    step (1: none)."""
 
     rows: Tensor
     attribute: Tensor
@@ -274,6 +280,7 @@ class PairTerm:
     keep_random: float = 0.0
     space: str = "noise"
     target: str = "frame"
+    gain: float = 1.0
 
     def __post_init__(self):
         if self.keep_target not in KEEP_TARGETS:
@@ -284,6 +291,8 @@ class PairTerm:
             raise ValueError(f"space must be one of {PAIR_SPACES}, not {self.space!r}")
         if self.target not in PAIR_TARGETS:
             raise ValueError(f"target must be one of {PAIR_TARGETS}, not {self.target!r}")
+        if not self.gain > 0:
+            raise ValueError(f"gain must be positive, not {self.gain}")
 
     @property
     def keep_attributes(self) -> list[int]:
@@ -329,7 +338,43 @@ class PairTerm:
                    if self.keep_target != "noise" else {}),
                 **({"keep_random": self.keep_random} if self.keep_random > 0 else {}),
                 **({"space": self.space, "x0_cap": X0_CAP} if self.space != "noise" else {}),
-                **({"target": self.target} if self.target != "frame" else {})}
+                **({"target": self.target} if self.target != "frame" else {}),
+                **({"gain": self.gain} if self.gain != 1 else {})}
+
+
+def step_directions(directions: Tensor, conds_std: Tensor) -> Tensor:
+    """(A, D) unit directions of the raw z_id an edit along each of ``directions`` (unit,
+    in normalised units) moves it: DVA's rule adds s sqrt(D) a to norm(z), which is
+    s sqrt(D) (a * std) in z_id's own units (before the final l2norm)."""
+    return F.normalize(directions * conds_std, dim=-1)
+
+
+@torch.no_grad()
+def raise_fusion_gain(model: DVA, pairs: PairTerm) -> None:
+    """Multiply the fusion layer's response to the paired attributes' edit steps by
+    ``pairs.gain``, in place (docs/training.md, *Fusion gain*).
+
+    z_face = W_id z_id + W_lnd z_lnd + b. With P the orthogonal projector onto the span
+    of the edits' steps in z_id (``step_directions``),
+
+        W_id <- W_id (I + (g - 1) P),   b <- b - (g - 1) W_id P mu
+
+    so a move of z_id inside that span moves z_face g times as far, a move orthogonal to
+    it as before, and the classifier's mean code mu keeps its z_face. A decoder answers
+    only moves of its code that training showed it; an edit whose step the layer damps
+    (a faint attribute, learnt from few pairs) moves z_face less than a change of sitter
+    does, and training cannot raise a gain the decoder gives it no reason to raise."""
+    if pairs.gain == 1:
+        return
+    linear = model.encoder.linear
+    D = pairs.directions.shape[1]
+    device = linear.weight.device
+    steps = step_directions(pairs.directions, pairs.conds_std).to(device, torch.float64)
+    q, _ = torch.linalg.qr(steps.T)  # (D, A): an orthonormal basis of the steps' span
+    w_id = linear.weight[:, :D].double()
+    moved = (pairs.gain - 1) * (w_id @ q) @ q.T  # (g - 1) W_id P
+    linear.bias -= (moved @ pairs.conds_mean.flatten().to(device, torch.float64)).to(linear.bias.dtype)
+    linear.weight[:, :D] += moved.to(linear.weight.dtype)
 
 
 def off_directions(gen: torch.Generator, n: int, directions: Tensor) -> Tensor:
@@ -540,6 +585,8 @@ def train_dva(
     freeze_encoders(model)
     model.to(acc.device)
     sem = precompute_semantics(model, data, device=acc.device)
+    if pairs is not None:
+        raise_fusion_gain(model, pairs)  # a resumed run's checkpoint replaces these weights
     objective = DVAObjective(model, cfg.face_weight, pairs).to(acc.device)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=0.0)
     return train(objective, sem.per_frame(data), cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)

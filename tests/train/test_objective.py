@@ -243,7 +243,66 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
             torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("field, value", [("keep_target", "x0"), ("space", "eps"), ("target", "delta")])
+def test_fusion_gain_multiplies_the_response_to_the_edits_steps_only(tiny_model):
+    from s3edit.model.attributes import edit_direction, edit_identity
+    from s3edit.train.objective import raise_fusion_gain, step_directions
+
+    model = tiny_model()
+    D = model.config.id_dim
+    g = torch.Generator().manual_seed(2)
+    directions = edit_direction(torch.randn(2, D, generator=g))
+    mean = torch.nn.functional.normalize(torch.randn(1, D, generator=g), dim=1)
+    std = 0.05 + 0.1 * torch.rand(1, D, generator=g)
+    term = PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.tensor([0]), directions=directions,
+                    conds_mean=mean, conds_std=std, names=("Eyeglasses", "Smiling"), gain=3.0)
+    steps = step_directions(directions, std)
+    torch.testing.assert_close(steps, torch.nn.functional.normalize(directions * std, dim=1))
+    z_id = torch.nn.functional.normalize(mean + 0.05 * torch.randn(4, D, generator=g), dim=1)
+    z_lnd = torch.randn(4, model.config.lnd_dim, generator=g)
+    span = torch.linalg.qr(steps.T).Q  # (D, 2)
+    other = torch.randn(D, generator=g)
+    other = other - span @ (span.T @ other)  # orthogonal to both steps
+    w0 = model.encoder.linear.weight[:, :D].detach().clone()
+    fuse = lambda z: model.fuse(z, z_lnd)  # noqa: E731
+    with torch.no_grad():
+        before = {"z": fuse(z_id), "mean": fuse(mean[0]), "other": fuse(z_id + other),
+                  "edit": fuse(edit_identity(z_id, directions[1], 0.6, mean, std))}
+        raise_fusion_gain(model, term)
+        after = {"z": fuse(z_id), "mean": fuse(mean[0]), "other": fuse(z_id + other),
+                 "edit": fuse(edit_identity(z_id, directions[1], 0.6, mean, std))}
+    w = model.encoder.linear.weight[:, :D].detach()
+    torch.testing.assert_close(w @ steps.T, 3.0 * w0 @ steps.T, atol=1e-5, rtol=1e-5)  # each step: 3x the response
+    torch.testing.assert_close(w @ other, w0 @ other, atol=1e-5, rtol=1e-5)  # off the steps' span: as before
+    torch.testing.assert_close(after["mean"], before["mean"], atol=1e-5, rtol=0)  # the mean code keeps its z_face
+    moved = 2.0 * (z_id - mean) @ span @ span.T @ w0.T  # (g - 1) W P (z - mean)
+    torch.testing.assert_close(after["z"] - before["z"], moved, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after["other"] - after["z"], before["other"] - before["z"], atol=1e-5, rtol=1e-4)
+    assert float((after["edit"] - after["z"]).norm()) > 2.5 * float((before["edit"] - before["z"]).norm())
+    raise_fusion_gain(model, PairTerm(**{**term.__dict__, "gain": 1.0}))  # 1: nothing changes
+    torch.testing.assert_close(fuse(z_id), after["z"])
+    assert "gain" not in PairTerm(**{**term.__dict__, "gain": 1.0}).describe()  # older checkpoints still resume
+    assert term.describe()["gain"] == 3.0
+
+
+def test_training_raises_the_gain_once_and_a_resumed_run_keeps_it(tmp_path, tiny_model, crops):
+    from s3edit.train.objective import step_directions
+
+    data = paired_data(crops)
+    term = pair_term(tiny_model())
+    term.gain = 3.0
+    D = term.directions.shape[1]
+    step = step_directions(term.directions, term.conds_std)[0]
+    before = tiny_model().encoder.linear.weight[:, :D].detach() @ step
+    for steps in (1, 2):  # the second run resumes the first's checkpoint
+        cfg = TrainConfig(steps=steps, batch_size=4, lr=0.0, checkpoint_every=1, seed=1)
+        result = train_dva(tiny_model(), data, cfg, tmp_path, pairs=term)
+        assert len(result.losses) == 1  # one new step each time
+        torch.testing.assert_close(result.ema.encoder.linear.weight[:, :D].detach() @ step, 3.0 * before,
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value", [("keep_target", "x0"), ("space", "eps"), ("target", "delta"),
+                                          ("gain", 0.0)])
 def test_an_unknown_keep_target_or_pair_space_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.zeros(1, dtype=torch.int64),
