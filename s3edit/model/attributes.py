@@ -72,6 +72,13 @@ def edit_identity(
     return F.normalize(denormalize(moved, conds_mean, conds_std), dim=-1)
 
 
+def edit_step(direction: Tensor, conds_std: Tensor) -> Tensor:
+    """The unit direction in z_id's own units along which ``edit_identity`` moves a code
+    before its final l2norm: s·√D·â in normalised units is s·√D·(â ⊙ std). ``direction``
+    ``(D,)`` or ``(A, D)``; conds_std ``(1, D)``."""
+    return F.normalize(direction * conds_std, dim=-1)
+
+
 @dataclass
 class Classifier:
     """DVA's attribute heads: logits = Linear(norm(z_id)), norm(z) = (z - mean) / std.

@@ -120,7 +120,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3edit.face.mask import ATTRIBUTE_REGIONS, attribute_region, face_mask
-from s3edit.model.attributes import denormalize, edit_identity, normalize
+from s3edit.model.attributes import denormalize, edit_identity, edit_step, normalize
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS, decode_scheduler
 from s3edit.model.dva import DVA
 from s3edit.train.data import CropData
@@ -342,34 +342,26 @@ class PairTerm:
                 **({"gain": self.gain} if self.gain != 1 else {})}
 
 
-def step_directions(directions: Tensor, conds_std: Tensor) -> Tensor:
-    """(A, D) unit directions of the raw z_id an edit along each of ``directions`` (unit,
-    in normalised units) moves it: DVA's rule adds s sqrt(D) a to norm(z), which is
-    s sqrt(D) (a * std) in z_id's own units (before the final l2norm)."""
-    return F.normalize(directions * conds_std, dim=-1)
-
-
 @torch.no_grad()
 def raise_fusion_gain(model: DVA, pairs: PairTerm) -> None:
     """Multiply the fusion layer's response to the paired attributes' edit steps by
     ``pairs.gain``, in place (docs/training.md, *Fusion gain*).
 
     z_face = W_id z_id + W_lnd z_lnd + b. With P the orthogonal projector onto the span
-    of the edits' steps in z_id (``step_directions``),
+    of the edits' steps in z_id (``edit_step``),
 
         W_id <- W_id (I + (g - 1) P),   b <- b - (g - 1) W_id P mu
 
     so a move of z_id inside that span moves z_face g times as far, a move orthogonal to
-    it as before, and the classifier's mean code mu keeps its z_face. A decoder answers
-    only moves of its code that training showed it; an edit whose step the layer damps
-    (a faint attribute, learnt from few pairs) moves z_face less than a change of sitter
-    does, and training cannot raise a gain the decoder gives it no reason to raise."""
+    it as before, and the classifier's mean code mu keeps its z_face. For an edit whose
+    step the layer damps (one the decoder has not learnt), which moves z_face less than
+    a change of sitter does."""
     if pairs.gain == 1:
         return
     linear = model.encoder.linear
     D = pairs.directions.shape[1]
     device = linear.weight.device
-    steps = step_directions(pairs.directions, pairs.conds_std).to(device, torch.float64)
+    steps = edit_step(pairs.directions, pairs.conds_std).to(device, torch.float64)
     q, _ = torch.linalg.qr(steps.T)  # (D, A): an orthonormal basis of the steps' span
     w_id = linear.weight[:, :D].double()
     moved = (pairs.gain - 1) * (w_id @ q) @ q.T  # (g - 1) W_id P

@@ -244,8 +244,8 @@ def test_unedited_keep_target_is_the_capped_x0_distance_to_the_plain_codes_predi
 
 
 def test_fusion_gain_multiplies_the_response_to_the_edits_steps_only(tiny_model):
-    from s3edit.model.attributes import edit_direction, edit_identity
-    from s3edit.train.objective import raise_fusion_gain, step_directions
+    from s3edit.model.attributes import edit_direction, edit_identity, edit_step
+    from s3edit.train.objective import raise_fusion_gain
 
     model = tiny_model()
     D = model.config.id_dim
@@ -255,7 +255,7 @@ def test_fusion_gain_multiplies_the_response_to_the_edits_steps_only(tiny_model)
     std = 0.05 + 0.1 * torch.rand(1, D, generator=g)
     term = PairTerm(rows=torch.zeros(1, 2, dtype=torch.int64), attribute=torch.tensor([0]), directions=directions,
                     conds_mean=mean, conds_std=std, names=("Eyeglasses", "Smiling"), gain=3.0)
-    steps = step_directions(directions, std)
+    steps = edit_step(directions, std)
     torch.testing.assert_close(steps, torch.nn.functional.normalize(directions * std, dim=1))
     z_id = torch.nn.functional.normalize(mean + 0.05 * torch.randn(4, D, generator=g), dim=1)
     z_lnd = torch.randn(4, model.config.lnd_dim, generator=g)
@@ -285,13 +285,13 @@ def test_fusion_gain_multiplies_the_response_to_the_edits_steps_only(tiny_model)
 
 
 def test_training_raises_the_gain_once_and_a_resumed_run_keeps_it(tmp_path, tiny_model, crops):
-    from s3edit.train.objective import step_directions
+    from s3edit.model.attributes import edit_step
 
     data = paired_data(crops)
     term = pair_term(tiny_model())
     term.gain = 3.0
     D = term.directions.shape[1]
-    step = step_directions(term.directions, term.conds_std)[0]
+    step = edit_step(term.directions, term.conds_std)[0]
     before = tiny_model().encoder.linear.weight[:, :D].detach() @ step
     for steps in (1, 2):  # the second run resumes the first's checkpoint
         cfg = TrainConfig(steps=steps, batch_size=4, lr=0.0, checkpoint_every=1, seed=1)
