@@ -263,7 +263,10 @@ def test_fusion_gain_multiplies_the_response_to_the_edits_steps_only(tiny_model)
     other = torch.randn(D, generator=g)
     other = other - span @ (span.T @ other)  # orthogonal to both steps
     w0 = model.encoder.linear.weight[:, :D].detach().clone()
-    fuse = lambda z: model.fuse(z, z_lnd)  # noqa: E731
+
+    def fuse(z):
+        return model.fuse(z, z_lnd)
+
     with torch.no_grad():
         before = {"z": fuse(z_id), "mean": fuse(mean[0]), "other": fuse(z_id + other),
                   "edit": fuse(edit_identity(z_id, directions[1], 0.6, mean, std))}
