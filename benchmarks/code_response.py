@@ -14,14 +14,18 @@ under:
 - the next crop's z_id, or the next crop's z_lnd (the other codes its own): how much
   the prediction at t depends on the identity code, and on the landmark code;
 - the own z_id edited by DVA's rule along the attribute by ``--scale``: what the edit
-  changes at t.
+  changes at t;
+- the own z_id with the target's z_lnd (its landmarks; a smile pair's target carries
+  the smiling mouth's): whether the decoder would draw the change from the landmark
+  code instead.
 
 Printed per t, as mean absolute differences in % of the pixel range: the other codes'
 change over the whole crop, the edit's change inside the attribute's region
 (``s3edit.face.mask.attribute_region``; the eye band for Eyeglasses), and inside it
 the plain and the edited prediction's distance to the pair's target against the
 source's own distance to it (an edit the decoder learnt brings the edited prediction
-closer to the target than the plain one). ``--picture``: per t, rows source, target,
+closer to the target than the plain one); last, the same two figures for the target's
+landmark code. ``--picture``: per t, rows source, target,
 plain, edited.
 
 First, where the codes enter the network: how far the edit moves the fused code
@@ -74,6 +78,7 @@ def main() -> None:
     x0, target = src.crops[src_row], tgt.crops[tgt_row]
     lnd = src.landmarks[src_row]
     lnd01 = (lnd + 0.5) / size
+    target_lnd01 = (tgt.landmarks[tgt_row] + 0.5) / size
     region = attribute_region(pairs.attribute, lnd, size)
     region = torch.from_numpy(eye_band(lnd.numpy(), size)) if region is None else region
     region = region[:, None].float().expand_as(x0)
@@ -91,16 +96,19 @@ def main() -> None:
         z_id, z_lnd = model.z_id(x0, lnd01), model.z_lnd(x0, lnd01)
         edited = edit_identity(z_id, direction, args.scale, cls.conds_mean.float(), cls.conds_std.float())
         codes = {"plain": model.fuse(z_id, z_lnd), "other z_id": model.fuse(z_id.roll(1, 0), z_lnd),
-                 "other z_lnd": model.fuse(z_id, z_lnd.roll(1, 0)), "edited": model.fuse(edited, z_lnd)}
+                 "other z_lnd": model.fuse(z_id, z_lnd.roll(1, 0)), "edited": model.fuse(edited, z_lnd),
+                 "target z_lnd": model.fuse(z_id, model.z_lnd(x0, target_lnd01))}
         print(f"{ws.name or args.weights}: {n} pairs of {args.pairs.name} ({pairs.attribute}, scale {args.scale:+g})")
 
         def moved(key: str) -> float:
             return float((codes[key] - codes["plain"]).norm(dim=1).mean())
 
-        print(f"z_face moved by the edit {moved('edited'):.3f}, by another crop's z_id {moved('other z_id'):.3f}; "
+        print(f"z_face moved by the edit {moved('edited'):.3f}, by the target's z_lnd {moved('target z_lnd'):.3f}, "
+              f"by another crop's z_id {moved('other z_id'):.3f}, by another crop's z_lnd {moved('other z_lnd'):.3f}; "
               "one-step predictions, mean |difference| in % of the pixel range:")
         print(f"{'t':>5} {'other z_id':>11} {'other z_lnd':>12} {'edit, region':>13} "
-              f"{'plain-target':>13} {'edited-target':>14} {'source-target':>14}")
+              f"{'plain-target':>13} {'edited-target':>14} {'source-target':>14} "
+              f"{'lnd, region':>12} {'lnd-target':>11}")
         rows = []
         for t in args.t:
             a = abar[t].view(1, 1, 1, 1)
@@ -111,7 +119,9 @@ def main() -> None:
                   f"{pct(pred['other z_lnd'] - pred['plain']):>12.2f} "
                   f"{pct(pred['edited'] - pred['plain'], region):>13.2f} "
                   f"{pct(pred['plain'] - target, region):>13.2f} {pct(pred['edited'] - target, region):>14.2f} "
-                  f"{pct(x0 - target, region):>14.2f}")
+                  f"{pct(x0 - target, region):>14.2f} "
+                  f"{pct(pred['target z_lnd'] - pred['plain'], region):>12.2f} "
+                  f"{pct(pred['target z_lnd'] - target, region):>11.2f}")
             rows += [x0, target, pred["plain"], pred["edited"]]
     if args.picture is not None:
         grid = torch.cat(rows).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
