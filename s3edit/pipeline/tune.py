@@ -22,7 +22,8 @@ fresh from a preset. Objectives:
 The UNet and fusion written out are the EMA copy (as DVA's); the transforms are the
 best sparse iterate (an EMA would blur the exact zeros of the pruned groups).
 Training state is checkpointed in ``<out>.tune/`` beside the output, so an
-interrupted run resumes where it stopped (same command, same options).
+interrupted run resumes where it stopped (same command, same options), and a finished
+one trains on when rerun with a larger ``steps`` (``check_output``).
 
 Scale-out (Hugging Face Accelerate, DDP): the same command runs under ``torchrun
 --nproc_per_node N -m s3edit.cli.app tune ...`` on CPUs (gloo) or GPUs (NCCL), or
@@ -34,6 +35,7 @@ progress and writes the output.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ import torch
 
 from s3edit import console
 from s3edit.train.pairs import EditPairs, read_pairs, resolve_pairs
-from s3edit.errors import InputError, OutputError
+from s3edit.errors import InputError, OutputError, WeightsError
 from s3edit.job import Job, default_job_dir
 from s3edit.model.config import preset as model_preset
 from s3edit.train.data import load_jobs
@@ -51,7 +53,7 @@ from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
 from s3edit.train.loop import TrainConfig, make_accelerator
 from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_SPACES, PAIR_TARGETS, PairTerm, train_dva
-from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, save_weight_set
+from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, read_config, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.model.attributes import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
@@ -174,8 +176,6 @@ def tune(
     out = Path(out)
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
-    if out.exists() and not overwrite:
-        raise OutputError(f"weight set {str(out)!r} already exists; pass --overwrite to replace it.")
     if not inputs:
         raise InputError("give at least one video or job folder to tune on.")
     if pairs and objective != "dva":
@@ -192,6 +192,8 @@ def tune(
         raise InputError(f"--keep-random is a share of the keep term's rows, between 0 and 1, not {keep_random}.")
     pair_files = [read_pairs(p) for p in pairs]
     start = starting_point(base, preset)
+    origin = start.name or base or preset
+    replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, None, inputs), ignore=("pairs",))
     if objective == "s3" and start.classifier is None:
         raise InputError(f"{'preset ' + preset if preset else 'weight set ' + repr(base)} has no attribute "
                          "classifier, which the s3 objective needs; tune --from a weight set with one "
@@ -206,6 +208,8 @@ def tune(
     term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise,
                       keep_target, keep_random, pair_space, pair_target, pair_gain)
             if pair_files else None)
+    if term is not None:  # the pairs' record is known only now
+        replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, term, inputs))
     checkpoints = out.with_name(out.name + ".tune")
     with console.progress(f"tune ({objective})", cfg.steps) as advance:
         shown = [0]
@@ -223,27 +227,64 @@ def tune(
             record, s3_tensors, evaluated = None, None, ({}, {})
     first, last = first_last(result.losses)
     if acc.is_main_process:
-        write_output(out, start, result.ema, objective, cfg, s3 if objective == "s3" else None, record,
-                     s3_tensors, inputs, len(data), base or preset, overwrite, term)
+        write_output(out, start, result.ema, run_source(origin, objective, cfg, s3, term, inputs, len(data)),
+                     record, s3_tensors, replace)
     acc.wait_for_everyone()
     return TuneResult(out, objective, cfg.steps, len(data), first, last, record, *evaluated,
                       is_main=acc.is_main_process)
 
 
-def write_output(out: Path, start: WeightSet, model, objective: str, cfg: TrainConfig, s3: S3Config | None,
-                 record: dict | None, s3_tensors: dict | None, inputs, frames: int, origin: str | None,
-                 overwrite: bool, pairs: PairTerm | None = None) -> Path:
-    meta = dict(start.meta)
-    meta["name"] = out.name
-    meta["source"] = {
-        "tuned_from": start.name or origin,
+def run_source(origin: str | None, objective: str, cfg: TrainConfig, s3: S3Config, pairs: PairTerm | None,
+               inputs, frames: int | None = None) -> dict:
+    """config.json's "source" record of a run: where it started, what it trained on, how."""
+    return {
+        "tuned_from": origin,
         "objective": objective,
         "train": asdict(cfg),
-        **({"s3": asdict(s3)} if s3 is not None else {}),
+        **({"s3": asdict(s3)} if objective == "s3" else {}),
         **({"pairs": pairs.describe()} if pairs is not None else {}),
-        "frames": frames,
+        **({"frames": frames} if frames is not None else {}),
         "inputs": [str(Path(p)) for p in inputs],
     }
+
+
+def check_output(out: Path, overwrite: bool, source: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether the run may write ``out``, replacing an existing set (True) or not (False,
+    there is none). An existing set is replaced with ``overwrite``, or when it is this
+    very run's output with fewer steps: rerunning a finished ``tune`` with a larger
+    ``--steps`` trains on from its checkpoint (``<out>.tune/``), and the longer-trained
+    set is what that command asks for. Anything else raises OutputError. ``ignore``: keys
+    of ``source`` not known yet (the pairs' record before the pairs are loaded)."""
+    if not out.exists():
+        return False
+    if overwrite:
+        return True
+    try:
+        previous = read_config(out).get("source") or {}
+    except WeightsError:
+        previous = {}
+
+    def run(src: dict) -> dict:  # the source record less what a longer run changes
+        src = {k: v for k, v in src.items() if k not in ("frames", *ignore)}
+        return {**src, "train": {k: v for k, v in src.get("train", {}).items() if k != "steps"}}
+
+    asked = json.loads(json.dumps(source))  # tuples as lists, as config.json reads back
+    if previous and run(previous) == run(asked):
+        done = int(previous["train"].get("steps", 0))
+        if asked["train"]["steps"] > done:
+            return True
+        raise OutputError(f"weight set {str(out)!r} already holds {done} steps of this run; ask for more "
+                          "--steps to train it on, or pass --overwrite to replace it.")
+    raise OutputError(f"weight set {str(out)!r} already exists; pass --overwrite to replace it.")
+
+
+def write_output(out: Path, start: WeightSet, model, source: dict, record: dict | None, s3_tensors: dict | None,
+                 overwrite: bool = False) -> Path:
+    """Save the trained set with ``start``'s config and heads, the run's ``source``
+    record and S3Editor's ``record`` and transforms (if any)."""
+    meta = dict(start.meta)
+    meta["name"] = out.name
+    meta["source"] = source
     meta["s3"] = record
     meta.update(S3EDIT_RULES)  # a tuned set is s3edit's, whatever set it started from (docs/sampler.md)
     meta.setdefault("licence", "same as the data and the starting weights")

@@ -22,7 +22,7 @@ from s3edit.model.frames import to_model, to_uint8
 from s3edit.pipeline import edit as ed
 from s3edit.pipeline import encode as enc
 from s3edit.pipeline.options import IdentityRule, Sampler, run_options
-from s3edit.pipeline.tune import write_output
+from s3edit.pipeline.tune import run_source, write_output
 from s3edit.train.loop import TrainConfig
 from s3edit.weights.weightset import (
     CONFIG_FILE,
@@ -180,7 +180,7 @@ def test_each_sets_identity_rule_and_scale_zero_is_the_reconstruction(rules, ali
 
 def test_a_set_tuned_from_a_dva_set_takes_s3edits_rules(dva_rules_weights, tmp_path):
     start = load_weight_set(dva_rules_weights)
-    out = write_output(tmp_path / "tuned", start, start.model, "dva", TrainConfig(steps=1), None, None, None,
-                       [], 0, None, False)
+    out = write_output(tmp_path / "tuned", start, start.model, run_source(None, "dva", TrainConfig(steps=1), None, None, []),
+                       None, None)
     config = json.loads((out / CONFIG_FILE).read_text())
     assert {k: config[k] for k in S3EDIT_RULES} == S3EDIT_RULES

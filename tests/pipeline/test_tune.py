@@ -129,6 +129,31 @@ def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
     assert "training loss" not in report.stdout
 
 
+def test_a_larger_steps_trains_a_finished_run_on_and_nothing_else_replaces_it(cli, job, weights, twins, tmp_path):
+    """Rerunning a finished run with more --steps continues it from its checkpoint (to the
+    weights a run started with those steps reaches) without --overwrite; the same steps
+    again, or other settings, leave the set as it was and say why."""
+    out, pairs = tmp_path / "longer", str(twins[1])
+    args = [str(job), "--pairs", pairs, "--from", str(weights), "--objective", "dva", "-o", str(out),
+            "--batch-size", "2", "--pair-batch", "2"]
+    tune_json(cli, *args, "--steps", "2")
+    longer = tune_json(cli, *args, "--steps", "3")
+    assert load_weight_set(out).meta["source"]["train"]["steps"] == 3
+    at_once = tune_json(cli, *[a if a != str(out) else str(tmp_path / "at-once") for a in args], "--steps", "3")
+    assert longer["first"] == longer["last"] == at_once["last"] != at_once["first"]  # only the third step ran
+    a, b = load_weight_set(out).model.state_dict(), load_weight_set(tmp_path / "at-once").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    written = (out / "model.safetensors").read_bytes()
+    for extra, message in [(["--steps", "3"], "already holds 3 steps of this run; ask for more --steps"),
+                           (["--steps", "2"], "already holds 3 steps of this run; ask for more --steps"),
+                           (["--steps", "4", "--lr", "1e-3"], "already exists; pass --overwrite to replace it."),
+                           (["--steps", "4", "--pair-weight", "2"], "already exists; pass --overwrite to replace it.")]:
+        result = cli("tune", *args, *extra)
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert "Traceback" not in result.output
+    assert (out / "model.safetensors").read_bytes() == written
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--objective", "gan"], 2, "Invalid value for '--objective'"),
     (["--preset", "nope"], 2, "Invalid value for '--preset'"),
