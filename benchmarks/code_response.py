@@ -25,8 +25,7 @@ change over the whole crop, the edit's change inside the attribute's region
 the plain and the edited prediction's distance to the pair's target against the
 source's own distance to it (an edit the decoder learnt brings the edited prediction
 closer to the target than the plain one); last, the same two figures for the target's
-landmark code. ``--picture``: per t, rows source, target,
-plain, edited.
+landmark code. ``--picture``: per t, rows source, target, plain, edited.
 
 First, where the codes enter the network: how far the edit moves the fused code
 z_face = fuse(z_id, z_lnd) against how far another crop's z_id moves it (mean Euclidean

@@ -193,7 +193,8 @@ def tune(
     pair_files = [read_pairs(p) for p in pairs]
     start = starting_point(base, preset)
     origin = start.name or base or preset
-    replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, None, inputs), ignore=("pairs",))
+    replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, None, inputs),
+                           ignore=("pairs",) if pair_files else ())
     if objective == "s3" and start.classifier is None:
         raise InputError(f"{'preset ' + preset if preset else 'weight set ' + repr(base)} has no attribute "
                          "classifier, which the s3 objective needs; tune --from a weight set with one "

@@ -151,6 +151,9 @@ def test_a_larger_steps_trains_a_finished_run_on_and_nothing_else_replaces_it(cl
         result = cli("tune", *args, *extra)
         assert result.exit_code == 1 and message in result.stderr, result.output
         assert "Traceback" not in result.output
+    no_pairs = [a for a in args if a not in ("--pairs", pairs)]
+    result = cli("tune", *no_pairs, "--steps", "4")  # the same run but for its pairs: another run
+    assert result.exit_code == 1 and "already exists; pass --overwrite to replace it." in result.stderr, result.output
     assert (out / "model.safetensors").read_bytes() == written
 
 
