@@ -15,7 +15,7 @@ from s3edit.pipeline.options import DEFAULT_BATCH, Compile, Device, Precision, R
 from s3edit.pipeline.paste import BLEND_MODES
 from s3edit.pipeline.tune import OBJECTIVES
 from s3edit.s3.selftrain import TRAINABLE
-from s3edit.train.objective import KEEP_TARGETS, PAIR_SPACES, PAIR_TARGETS
+from s3edit.train.objective import KEEP_TARGETS, PAIR_LOSSES, PAIR_SPACES, PAIR_TARGETS
 
 Detector = Enum("Detector", {name: name for name in DETECTORS}, type=str)
 Blend = Enum("Blend", {name: name for name in BLEND_MODES}, type=str)
@@ -25,6 +25,7 @@ Trainable = Enum("Trainable", {name: name for name in TRAINABLE}, type=str)
 KeepTarget = Enum("KeepTarget", {name: name for name in KEEP_TARGETS}, type=str)
 PairSpace = Enum("PairSpace", {name: name for name in PAIR_SPACES}, type=str)
 PairTarget = Enum("PairTarget", {name: name for name in PAIR_TARGETS}, type=str)
+PairLoss = Enum("PairLoss", {name: name for name in PAIR_LOSSES}, type=str)
 
 WeightsOpt = Annotated[Optional[str], typer.Option(
     "--weights", "-w", help="Weight set: a registry name or a folder (default: the job's, else the registry's).")]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from s3edit.cli.options import JsonOpt, KeepTarget, Objective, OverwriteOpt, PairSpace, PairTarget, Preset, Trainable
+from s3edit.cli.options import (JsonOpt, KeepTarget, Objective, OverwriteOpt, PairLoss, PairSpace, PairTarget,
+                               Preset, Trainable)
 
 from s3edit.train.loop import TrainConfig
 from s3edit.pipeline.tune import format_report, tune
@@ -32,6 +33,7 @@ def tune_cmd(
     pair_space: PairSpace = typer.Option(PairSpace("noise"), "--pair-space", help="With --pairs: where the paired-edit loss measures the error: noise (each timestep weighed by how far it moves the sampler) or x0 (the one-step image, every step of a decode alike, so that faint edits are learnt where the code decides shapes)."),
     pair_target: PairTarget = typer.Option(PairTarget("frame"), "--pair-target", help="With --pairs: what the paired-edit loss asks of an edited code: frame (the target frame) or change (a prediction that differs from the plain code's by the pair's difference, so the network's reconstruction error cancels and does not drown a faint edit)."),
     pair_gain: float = typer.Option(1.0, "--pair-gain", min=0.0, help="With --pairs: before the first step, multiply the fusion layer's response to the paired attributes' edits by this factor (1: as it is), so that an edit the decoder has not learnt yet moves its code as far as a change of sitter does."),
+    pair_loss: PairLoss = typer.Option(PairLoss("l1"), "--pair-loss", help="With --pairs: the paired-edit loss's error: l1 (absolute: learns the pairs' per-pixel median change) or l2 (squared: their mean, which keeps what varied changes such as real smiles share; about ten times smaller, so raise --pair-weight about tenfold)."),
     pair_batch: int = typer.Option(0, "--pair-batch", min=0, help="Pair rows per step, over all processes (0: half of --batch-size)."),
     keep_weight: float = typer.Option(1.0, "--keep-weight", min=0.0, help="With --pairs: weight of the term that keeps every frame as it is outside the edited attribute's region under an edited code (0: off)."),
     code_noise: float = typer.Option(0.3, "--code-noise", min=0.0, help="With --pairs: std of the noise added to the paired and keep terms' normalised identity codes."),
@@ -60,7 +62,8 @@ def tune_cmd(
                   cfg=cfg, s3=s3, pairs=pairs, pair_weight=pair_weight, pair_batch=pair_batch,
                   keep_weight=keep_weight, code_noise=code_noise, keep_target=keep_target.value,
                   keep_random=keep_random, pair_space=pair_space.value,
-                  pair_target=pair_target.value, pair_gain=pair_gain, overwrite=overwrite)
+                  pair_target=pair_target.value, pair_gain=pair_gain, pair_loss=pair_loss.value,
+                  overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

@@ -52,7 +52,8 @@ from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
 from s3edit.train.loop import TrainConfig, make_accelerator
-from s3edit.train.objective import KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_SPACES, PAIR_TARGETS, PairTerm, train_dva
+from s3edit.train.objective import (KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_LOSSES, PAIR_SPACES, PAIR_TARGETS, PairTerm,
+                                    train_dva)
 from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, read_config, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.model.attributes import edit_direction
@@ -108,7 +109,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
               batch: int = 0, inputs: int | None = None, keep: float = 1.0,
               code_noise: float = PAIR_CODE_NOISE, keep_target: str = "noise",
               keep_random: float = 0.0, space: str = "noise", target: str = "frame",
-              gain: float = 1.0) -> PairTerm:
+              gain: float = 1.0, loss: str = "l1") -> PairTerm:
     """The paired-edit term of ``pairs`` over the data of ``jobs`` (in that order), of
     which the first ``inputs`` jobs (None: all) take DVA's loss too."""
     if start.classifier is None:
@@ -131,7 +132,7 @@ def pair_term(pairs: list[EditPairs], jobs: list[Job], start: WeightSet, weight:
         conds_mean=start.classifier.conds_mean.float(), conds_std=start.classifier.conds_std.float(),
         names=tuple(used), weight=weight, batch=batch, sources=tuple(str(p.path) for p in pairs), keep=keep,
         code_noise=code_noise, keep_target=keep_target, keep_random=keep_random, space=space, target=target,
-        gain=gain, plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
+        gain=gain, loss=loss, plain_frames=None if inputs is None or inputs >= len(jobs) else int(sum(len(n) for n in numbers[:inputs])))
 
 
 def starting_point(base: str | None, preset: str | None) -> WeightSet:
@@ -169,6 +170,7 @@ def tune(
     pair_space: str = "noise",
     pair_target: str = "frame",
     pair_gain: float = 1.0,
+    pair_loss: str = "l1",
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
@@ -186,6 +188,8 @@ def tune(
         raise InputError(f"unknown pair space {pair_space!r}; choose one of {', '.join(PAIR_SPACES)}.")
     if pair_target not in PAIR_TARGETS:
         raise InputError(f"unknown pair target {pair_target!r}; choose one of {', '.join(PAIR_TARGETS)}.")
+    if pair_loss not in PAIR_LOSSES:
+        raise InputError(f"unknown pair loss {pair_loss!r}; choose one of {', '.join(PAIR_LOSSES)}.")
     if not pair_gain > 0:
         raise InputError(f"--pair-gain multiplies the fusion layer's response to an edit; give a positive factor, not {pair_gain}.")
     if not 0.0 <= keep_random <= 1.0:
@@ -207,7 +211,7 @@ def tune(
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
         data = load_jobs(jobs, start.config.image_size)
     term = (pair_term(pair_files, jobs, start, pair_weight, pair_batch, len(inputs), keep_weight, code_noise,
-                      keep_target, keep_random, pair_space, pair_target, pair_gain)
+                      keep_target, keep_random, pair_space, pair_target, pair_gain, pair_loss)
             if pair_files else None)
     if term is not None:  # the pairs' record is known only now
         replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, term, inputs))

@@ -60,6 +60,17 @@ prediction would let it add the change to both and chase its own target). DVA's 
 keeps the plain prediction on the frame. The rows noised from tgt keep eps* = eps_p.
 It costs one more row through the network for each of those rows.
 
+The error's form (``PairTerm.loss``): ``"l1"`` takes |.| as above; ``"l2"`` squares it
+(after the x0 weight w(t), so that in x0 space it is the squared one-step error). Where
+the pairs' changes differ from one sitter to the next (real smiles: teeth shown or not,
+corners lifted by one pixel or two), the code cannot tell which change a face is asked
+for, and the best answer to an L1 error is the per-pixel median of the changes, to an L2
+error their mean: for a change present in some pairs only, the median is near zero and
+its gradient is a vote of signs that nearly cancels, where the mean keeps a steady pull
+towards what the changes share. The squared error of a change of a few per cent is
+about ten times smaller than its absolute error, so an L2 term wants about ten times
+the weight to pull as hard.
+
 The edited code, not the target's own z_id, conditions the term: a twin's z_id lies
 too close to its face's for the network to tell them apart, which is also why the frames
 past ``PairTerm.plain_frames`` (the twins, when they are not training inputs) take no
@@ -136,6 +147,7 @@ PAIR_CHANGED = 2.0 / 255 * 2  # |src - tgt| above 2 grey levels (in [-1, 1] unit
 KEEP_TARGETS = ("noise", "unedited")  # L_keep against eps1, or x0-space against the plain code's prediction
 PAIR_SPACES = ("noise", "x0")  # L_pair in noise space, or weighted to the one-step x0 error
 PAIR_TARGETS = ("frame", "change")  # L_pair's x0 target: tgt, or the plain prediction + (tgt - src)
+PAIR_LOSSES = ("l1", "l2")  # L_pair's error: absolute (the pairs' per-pixel median) or squared (their mean)
 X0_CAP = 20.0  # cap of the x0 factor sqrt((1 - abar) / abar) (reached at t ~ 770)
 
 
@@ -262,7 +274,8 @@ class PairTerm:
     ``PAIR_SPACES``, L_pair's error in noise space or weighted by w(t); ``target``: one
     of ``PAIR_TARGETS``, the target frame or the plain code's prediction moved by the
     pair's change; ``gain``: the factor ``raise_fusion_gain`` applies before the first
-    step (1: none)."""
+    step (1: none); ``loss``: one of ``PAIR_LOSSES``, L_pair's error absolute or
+    squared."""
 
     rows: Tensor
     attribute: Tensor
@@ -281,6 +294,7 @@ class PairTerm:
     space: str = "noise"
     target: str = "frame"
     gain: float = 1.0
+    loss: str = "l1"
 
     def __post_init__(self):
         if self.keep_target not in KEEP_TARGETS:
@@ -293,6 +307,8 @@ class PairTerm:
             raise ValueError(f"target must be one of {PAIR_TARGETS}, not {self.target!r}")
         if not self.gain > 0:
             raise ValueError(f"gain must be positive, not {self.gain}")
+        if self.loss not in PAIR_LOSSES:
+            raise ValueError(f"loss must be one of {PAIR_LOSSES}, not {self.loss!r}")
 
     @property
     def keep_attributes(self) -> list[int]:
@@ -339,7 +355,8 @@ class PairTerm:
                 **({"keep_random": self.keep_random} if self.keep_random > 0 else {}),
                 **({"space": self.space, "x0_cap": X0_CAP} if self.space != "noise" else {}),
                 **({"target": self.target} if self.target != "frame" else {}),
-                **({"gain": self.gain} if self.gain != 1 else {})}
+                **({"gain": self.gain} if self.gain != 1 else {}),
+                **({"loss": self.loss} if self.loss != "l1" else {})}
 
 
 @torch.no_grad()
@@ -529,9 +546,10 @@ class DVAObjective(Objective):
                 moved = pred[2 * b + p:2 * b + p + c] - (a_p[change] / (1 - a_p[change])).sqrt() * (
                     batch["tgt_x0"][change] - batch["src_x0"][change])
                 target = target.index_copy(0, change, moved)
-            error = (pred[2 * b:2 * b + p] - target).abs()
+            error = pred[2 * b:2 * b + p] - target
             if self.pairs.space == "x0":
                 error = error * x0_weight(self.abar, batch["pair_t"]).view(-1, 1, 1, 1)
+            error = error.abs() if self.pairs.loss == "l1" else error.square()
             region = changed_region(batch["src_x0"], batch["tgt_x0"]).expand_as(error)
             parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
             loss = loss + self.pairs.weight * parts["pair"]

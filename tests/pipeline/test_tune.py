@@ -228,14 +228,15 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     x0 = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                    "-o", str(tmp_path / "x0"), "--steps", "1", "--batch-size", "2", "--keep-target", "unedited",
                    "--keep-random", "0.5", "--pair-space", "x0", "--pair-target", "change",
-                   "--pair-gain", "2")
+                   "--pair-gain", "2", "--pair-loss", "l2")
     assert "keep" in x0["first"]
     x0_record = load_weight_set(tmp_path / "x0").meta["source"]["pairs"]
     assert (x0_record["keep_target"], x0_record["keep_random"], x0_record["space"], x0_record["target"]) == \
         ("unedited", 0.5, "x0", "change")
-    assert x0_record["gain"] == 2.0
+    assert x0_record["gain"] == 2.0 and x0_record["loss"] == "l2"
     assert "keep_random" not in pairs_record  # recorded only when used: older checkpoints still resume
     assert "space" not in pairs_record and "target" not in pairs_record and "gain" not in pairs_record
+    assert "loss" not in pairs_record
     both = tune_json(cli, str(job), str(twin), "--pairs", str(pairs), "--from", str(weights), "--objective", "dva",
                      "-o", str(tmp_path / "both"), "--steps", "1", "--batch-size", "2")
     assert load_weight_set(tmp_path / "both").meta["source"]["pairs"]["plain_frames"] is None  # both are inputs
@@ -251,6 +252,7 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     (None, ["--objective", "dva", "--pair-space", "eps"], "Invalid value for '--pair-space'"),
     (None, ["--objective", "dva", "--pair-target", "delta"], "Invalid value for '--pair-target'"),
     (None, ["--objective", "dva", "--pair-gain", "0"], "--pair-gain multiplies the fusion layer's response"),
+    (None, ["--objective", "dva", "--pair-loss", "huber"], "Invalid value for '--pair-loss'"),
 ])
 def test_pairs_errors(cli, job, weights, twins, tmp_path, edit, args, message):
     pairs = twins[1]

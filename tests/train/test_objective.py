@@ -90,8 +90,9 @@ def test_frames_past_plain_frames_feed_only_the_pair_term(tiny_model):
     assert set(draws["pair_src"].tolist()) | set(draws["pair_tgt"].tolist()) == set(range(6))
 
 
-@pytest.mark.parametrize("space, target_form", [("noise", "frame"), ("x0", "frame"), ("noise", "change")])
-def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, crops, space, target_form):
+@pytest.mark.parametrize("space, target_form, form", [("noise", "frame", "l1"), ("x0", "frame", "l1"),
+                                                       ("noise", "change", "l1"), ("x0", "frame", "l2")])
+def test_pair_loss_is_the_l1_or_l2_error_to_the_noise_that_predicts_the_target(tiny_model, crops, space, target_form, form):
     from s3edit.model.attributes import edit_identity
     from s3edit.train.objective import X0_CAP
 
@@ -105,7 +106,7 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, c
     data = paired_data(crops)
     sem = precompute_semantics(model, data)
     term = pair_term(model, weight=0.5)
-    term.space, term.target = space, target_form
+    term.space, term.target, term.loss = space, target_form, form
     objective = DVAObjective(model, pairs=term).eval()
     draws = objective.draw(torch.Generator().manual_seed(4), 2, len(data), (3, 32, 32))
     batch = gather_batch(objective, draws, sem.per_frame(data), "cpu")
@@ -152,13 +153,19 @@ def test_pair_loss_is_the_l1_to_the_noise_that_predicts_the_target(tiny_model, c
                 torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-6)
     else:
         assert "target" not in term.describe()
-    error = (eps - target).abs()
+    error = eps - target
     if space == "x0":  # the one-step x0 error below the cap, over the factor's mean on all t
         every = ((1 - objective.abar) / objective.abar).sqrt().clamp(max=X0_CAP)
         error = error * ((1 - a) / a).sqrt().clamp(max=X0_CAP) / every.mean()
         assert term.describe()["space"] == "x0"
     else:
         assert "space" not in term.describe()  # recorded only when used: older checkpoints resume
+    if form == "l2":  # squared after the weight: the squared one-step error in x0 space
+        error = error ** 2
+        assert term.describe()["loss"] == "l2"
+    else:
+        error = error.abs()
+        assert "loss" not in term.describe()
     expected = error.mean() + (error * region).sum() / (region.sum() * 3)
     torch.testing.assert_close(parts["pair"], expected, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(parts["loss"], parts["simple"] + parts["reg"] + 0.5 * parts["pair"] + parts["keep"])
