@@ -6,9 +6,9 @@ of edit pairs under the plain, the edited and other faces' codes.
 
 An edit can only change what the network's prediction depends on. For the first
 ``--frames`` pairs of a pairs file (``s3edit tune --pairs``; the pair's attribute is the
-edit's), each source crop is noised to x_t at each ``--t`` (one fixed noise) and the
-one-step prediction x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) is taken
-under:
+edit's) past its first ``--skip``, each source crop is noised to x_t at each ``--t``
+(one fixed noise) and the one-step prediction
+x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) is taken under:
 
 - the crop's own codes (z_id, z_lnd): the plain prediction;
 - the next crop's z_id, or the next crop's z_lnd (the other codes its own): how much
@@ -46,7 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pairs", type=Path, help="an edit-pairs file (scripts/glasses_job.py, scripts/smiling_job.py)")
     parser.add_argument("--weights", default=None, help="weight set (default: the registry's default)")
-    parser.add_argument("--frames", type=int, default=8, help="the first N pairs")
+    parser.add_argument("--frames", type=int, default=8, help="the first N pairs (after --skip)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first K pairs (e.g. those a probe trained on: check others)")
     parser.add_argument("--scale", type=float, default=0.6, help="edit scale (DVA's rule)")
     parser.add_argument("--t", type=int, nargs="+", default=[200, 500, 800, 950], help="timesteps")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,7 +71,9 @@ def main() -> None:
     pairs = read_pairs(args.pairs)
     if cls is None or pairs.attribute not in cls.names:
         raise SystemExit(f"the weight set has no {pairs.attribute} head to edit along")
-    frames = pairs.frames[:args.frames]
+    frames = pairs.frames[args.skip:args.skip + args.frames]
+    if not len(frames):
+        raise SystemExit(f"{args.pairs} has {len(pairs.frames)} pairs: none past --skip {args.skip}")
     src_job, tgt_job = Job.open(pairs.without), Job.open(pairs.with_)
     src, tgt = load_job_crops(src_job, size), load_job_crops(tgt_job, size)
     src_row = np.searchsorted(src_job.aligned_frames().indices, frames[:, 0])
@@ -97,7 +101,8 @@ def main() -> None:
         codes = {"plain": model.fuse(z_id, z_lnd), "other z_id": model.fuse(z_id.roll(1, 0), z_lnd),
                  "other z_lnd": model.fuse(z_id, z_lnd.roll(1, 0)), "edited": model.fuse(edited, z_lnd),
                  "target z_lnd": model.fuse(z_id, model.z_lnd(x0, target_lnd01))}
-        print(f"{ws.name or args.weights}: {n} pairs of {args.pairs.name} ({pairs.attribute}, scale {args.scale:+g})")
+        print(f"{ws.name or args.weights}: pairs {args.skip + 1}-{args.skip + n} of {args.pairs.name} "
+              f"({pairs.attribute}, scale {args.scale:+g})")
 
         def moved(key: str) -> float:
             return float((codes[key] - codes["plain"]).norm(dim=1).mean())

@@ -1,0 +1,92 @@
+"""How alike are the changes of an edit-pairs file? What one shared edit could learn from them.
+
+    python benchmarks/pair_change.py DATA/smiling-job-pairs.json
+    python benchmarks/pair_change.py DATA/classic-glasses-job-pairs.json --picture change.png
+
+An edit is one move of the code, the same for every face, so what a decoder can learn
+from pairs (``s3edit tune --pairs``) is what their changes share. For the pairs' crops at
+``--size`` (the model's image size), over the pixels that change (|tgt - src| above two
+grey levels in any channel) in more than half of the pairs, in % of the pixel range:
+
+- per pair: the mean |tgt - src|, how much each pair changes;
+- |mean|: the absolute per-pixel mean of the changes, what an L2 paired term learns;
+- |median|: the absolute per-pixel median, what an L1 paired term learns.
+
+Drawn twins (the classic glasses) change every face alike: |mean| and |median| are close
+to the per-pair figure. Real pairs (a sitter neutral and smiling) vary: what they share
+is the smaller part. Then the landmarks: per facial part that moves, the mean
+displacement from source to target in pixels of the crop (x right, y down) and its
+spread over the pairs, and the mouth's width (corner to corner) and inner opening before
+and after.
+``--picture``: the source crops' mean, the mean change and the median change (grey = no
+change, contrast x ``--gain``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PARTS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+         "mouth": slice(48, 68), "corner 48": [48], "corner 54": [54]}  # 48: image left, 54: right
+CHANGED = 2 / 255 * 2  # two grey levels in [-1, 1] units, as the paired term's changed region
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", type=Path, help="an edit-pairs file (scripts/glasses_job.py, scripts/smiling_job.py)")
+    parser.add_argument("--size", type=int, default=64, help="crop size (the model's image size)")
+    parser.add_argument("--picture", type=Path, default=None)
+    parser.add_argument("--gain", type=float, default=4.0, help="contrast of the change pictures")
+    args = parser.parse_args()
+
+    import cv2
+
+    from s3edit.job import Job
+    from s3edit.train.data import load_job_crops
+    from s3edit.train.pairs import read_pairs
+
+    pairs = read_pairs(args.pairs)
+    src_job, tgt_job = Job.open(pairs.without), Job.open(pairs.with_)
+    src, tgt = load_job_crops(src_job, args.size), load_job_crops(tgt_job, args.size)
+    src_row = np.searchsorted(src_job.aligned_frames().indices, pairs.frames[:, 0])
+    tgt_row = np.searchsorted(tgt_job.aligned_frames().indices, pairs.frames[:, 1])
+    x0, target = src.crops[src_row].float(), tgt.crops[tgt_row].float()
+    change = target - x0  # (M, 3, S, S), [-1, 1] units
+    changed = (change.abs().amax(1) > CHANGED).float().mean(0) > 0.5  # (S, S)
+    n = int(changed.sum())
+    print(f"{args.pairs.name}: {len(change)} pairs ({pairs.attribute}) at {args.size} px; "
+          f"{n} pixels change in more than half of them")
+    if n:
+        figures = {"per pair": change.abs().mean(0), "|mean|": change.mean(0).abs(),
+                   "|median|": change.median(0).values.abs()}
+        print("  mean over those pixels, % of the pixel range: " + ", ".join(
+            f"{k} {float(v[:, changed].mean()) * 50:.2f}" for k, v in figures.items()))
+
+    lnd_src = np.asarray(src.landmarks[src_row], np.float64)
+    lnd_tgt = np.asarray(tgt.landmarks[tgt_row], np.float64)
+    move = lnd_tgt - lnd_src  # (M, 68, 2) px
+    print("  landmarks, source -> target, px of the crop (x right, y down): mean displacement (spread over pairs)")
+    for name, part in PARTS.items():
+        d = move[:, part]
+        mean, spread = d.mean((0, 1)), d.mean(1).std(0)
+        size = float(np.linalg.norm(d, axis=-1).mean())
+        if size < 0.005:
+            continue
+        print(f"    {name:14s} x {mean[0]:+.2f} ({spread[0]:.2f})  y {mean[1]:+.2f} ({spread[1]:.2f})  |d| {size:.2f}")
+    width = [float(np.linalg.norm(lm[:, 54] - lm[:, 48], axis=-1).mean()) for lm in (lnd_src, lnd_tgt)]
+    opening = [float((lm[:, 66, 1] - lm[:, 62, 1]).mean()) for lm in (lnd_src, lnd_tgt)]
+    print(f"  mouth width {width[0]:.2f} -> {width[1]:.2f} px, inner opening {opening[0]:.2f} -> {opening[1]:.2f} px")
+
+    if args.picture is not None:
+        grey = [x0.mean(0), args.gain * change.mean(0), args.gain * change.median(0).values]
+        tiles = torch.stack(grey).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
+        cv2.imwrite(str(args.picture), cv2.cvtColor(np.concatenate(list(tiles), axis=1), cv2.COLOR_RGB2BGR))
+        print(f"wrote {args.picture} (source mean, mean change, median change; x{args.gain:g})")
+
+
+if __name__ == "__main__":
+    main()
