@@ -60,9 +60,9 @@ def main() -> None:
     from s3edit.face.mask import attribute_region, eye_band
     from s3edit.job import Job
     from s3edit.model.attributes import edit_direction, edit_identity
-    from s3edit.train.data import load_job_crops
+    from s3edit.train.data import load_jobs
     from s3edit.train.objective import alphas_cumprod, noisy, predict_x0
-    from s3edit.train.pairs import read_pairs
+    from s3edit.train.pairs import read_pairs, resolve_pairs
     from s3edit.weights.registry import resolve_weights
     from s3edit.weights.weightset import load_weight_set
 
@@ -71,17 +71,16 @@ def main() -> None:
     pairs = read_pairs(args.pairs)
     if cls is None or pairs.attribute not in cls.names:
         raise SystemExit(f"the weight set has no {pairs.attribute} head to edit along")
-    frames = pairs.frames[args.skip:args.skip + args.frames]
-    if not len(frames):
+    jobs = [Job.open(pairs.without), Job.open(pairs.with_)]
+    data = load_jobs(jobs, size)
+    rows = resolve_pairs(pairs, [j.root for j in jobs], [j.aligned_frames().indices for j in jobs])
+    rows = rows[args.skip:args.skip + args.frames]
+    if not len(rows):
         raise SystemExit(f"{args.pairs} has {len(pairs.frames)} pairs: none past --skip {args.skip}")
-    src_job, tgt_job = Job.open(pairs.without), Job.open(pairs.with_)
-    src, tgt = load_job_crops(src_job, size), load_job_crops(tgt_job, size)
-    src_row = np.searchsorted(src_job.aligned_frames().indices, frames[:, 0])
-    tgt_row = np.searchsorted(tgt_job.aligned_frames().indices, frames[:, 1])
-    x0, target = src.crops[src_row], tgt.crops[tgt_row]
-    lnd = src.landmarks[src_row]
+    x0, target = data.crops[rows[:, 0]], data.crops[rows[:, 1]]
+    lnd = data.landmarks[rows[:, 0]]
     lnd01 = (lnd + 0.5) / size
-    target_lnd01 = (tgt.landmarks[tgt_row] + 0.5) / size
+    target_lnd01 = (data.landmarks[rows[:, 1]] + 0.5) / size
     region = attribute_region(pairs.attribute, lnd, size)
     region = torch.from_numpy(eye_band(lnd.numpy(), size)) if region is None else region
     region = region[:, None].float().expand_as(x0)
@@ -89,7 +88,7 @@ def main() -> None:
     direction = edit_direction(w[cls.names.index(pairs.attribute)])
     abar = alphas_cumprod()
     gen = torch.Generator().manual_seed(args.seed)
-    n = len(frames)
+    n = len(rows)
 
     def pct(diff: torch.Tensor, where: torch.Tensor | None = None) -> float:  # [-1, 1] units -> % of range
         where = torch.ones_like(diff) if where is None else where

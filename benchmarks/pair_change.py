@@ -30,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PARTS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
-         "mouth": slice(48, 68), "corner 48": [48], "corner 54": [54]}  # 48: image left, 54: right
-CHANGED = 2 / 255 * 2  # two grey levels in [-1, 1] units, as the paired term's changed region
+from s3edit.face import landmarks as lm68
+
+PARTS = {"jaw": lm68.JAW, "brows": lm68.BROWS, "nose": lm68.NOSE, "eyes": lm68.EYES, "mouth": lm68.MOUTH,
+         "corner 48": [lm68.MOUTH_RIGHT_CORNER], "corner 54": [lm68.MOUTH_LEFT_CORNER]}  # 48: image left, 54: right
+LIP_INNER_TOP, LIP_INNER_BOTTOM = 62, 66  # the inner lips' middle points
 
 
 def main() -> None:
@@ -46,17 +48,17 @@ def main() -> None:
     import cv2
 
     from s3edit.job import Job
-    from s3edit.train.data import load_job_crops
-    from s3edit.train.pairs import read_pairs
+    from s3edit.train.data import load_jobs
+    from s3edit.train.objective import PAIR_CHANGED
+    from s3edit.train.pairs import read_pairs, resolve_pairs
 
     pairs = read_pairs(args.pairs)
-    src_job, tgt_job = Job.open(pairs.without), Job.open(pairs.with_)
-    src, tgt = load_job_crops(src_job, args.size), load_job_crops(tgt_job, args.size)
-    src_row = np.searchsorted(src_job.aligned_frames().indices, pairs.frames[:, 0])
-    tgt_row = np.searchsorted(tgt_job.aligned_frames().indices, pairs.frames[:, 1])
-    x0, target = src.crops[src_row].float(), tgt.crops[tgt_row].float()
+    jobs = [Job.open(pairs.without), Job.open(pairs.with_)]
+    data = load_jobs(jobs, args.size)
+    rows = resolve_pairs(pairs, [j.root for j in jobs], [j.aligned_frames().indices for j in jobs])
+    x0, target = data.crops[rows[:, 0]].float(), data.crops[rows[:, 1]].float()
     change = target - x0  # (M, 3, S, S), [-1, 1] units
-    changed = (change.abs().amax(1) > CHANGED).float().mean(0) > 0.5  # (S, S)
+    changed = (change.abs().amax(1) > PAIR_CHANGED).float().mean(0) > 0.5  # (S, S)
     n = int(changed.sum())
     print(f"{args.pairs.name}: {len(change)} pairs ({pairs.attribute}) at {args.size} px; "
           f"{n} pixels change in more than half of them")
@@ -66,19 +68,20 @@ def main() -> None:
         print("  mean over those pixels, % of the pixel range: " + ", ".join(
             f"{k} {float(v[:, changed].mean()) * 50:.2f}" for k, v in figures.items()))
 
-    lnd_src = np.asarray(src.landmarks[src_row], np.float64)
-    lnd_tgt = np.asarray(tgt.landmarks[tgt_row], np.float64)
+    lnd_src = data.landmarks[rows[:, 0]].double().numpy()
+    lnd_tgt = data.landmarks[rows[:, 1]].double().numpy()
     move = lnd_tgt - lnd_src  # (M, 68, 2) px
     print("  landmarks, source -> target, px of the crop (x right, y down): mean displacement (spread over pairs)")
     for name, part in PARTS.items():
-        d = move[:, part]
+        d = move[:, list(part)]
         mean, spread = d.mean((0, 1)), d.mean(1).std(0)
         size = float(np.linalg.norm(d, axis=-1).mean())
         if size < 0.005:
             continue
         print(f"    {name:14s} x {mean[0]:+.2f} ({spread[0]:.2f})  y {mean[1]:+.2f} ({spread[1]:.2f})  |d| {size:.2f}")
-    width = [float(np.linalg.norm(lm[:, 54] - lm[:, 48], axis=-1).mean()) for lm in (lnd_src, lnd_tgt)]
-    opening = [float((lm[:, 66, 1] - lm[:, 62, 1]).mean()) for lm in (lnd_src, lnd_tgt)]
+    width = [float(np.linalg.norm(lm[:, lm68.MOUTH_LEFT_CORNER] - lm[:, lm68.MOUTH_RIGHT_CORNER], axis=-1).mean())
+             for lm in (lnd_src, lnd_tgt)]
+    opening = [float((lm[:, LIP_INNER_BOTTOM, 1] - lm[:, LIP_INNER_TOP, 1]).mean()) for lm in (lnd_src, lnd_tgt)]
     print(f"  mouth width {width[0]:.2f} -> {width[1]:.2f} px, inner opening {opening[0]:.2f} -> {opening[1]:.2f} px")
 
     if args.picture is not None:
