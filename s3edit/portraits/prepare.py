@@ -231,6 +231,7 @@ JOB_DIR = "job"
 GLASSES_JOB_DIR = "glasses-job"
 CLASSIC_GLASSES_JOB_DIR = "classic-glasses-job"
 SMILING_JOB_DIR = "smiling-job"
+CLASSIC_SMILING_JOB_DIR = "classic-smiling-job"
 CHUNK = 64  # portraits per resume point
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARRAY_SPECS = {  # name -> (per-item shape given crop size S, dtype)
@@ -530,29 +531,48 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     return job_dir, len(idx)
 
 
-def write_smiling_job(portraits: Portraits, job_dir: Path) -> tuple[Path, int]:
-    """The Smiling pairs of the people photographed neutral and smiling, as an s3edit
-    job beside ``job/`` -> (job_dir, pairs): frame k is the k-th neutral face with its own
-    smile registered and pasted into the mouth and cheeks (``s3edit.portraits.smiling``);
-    ``<job_dir>-pairs.json`` pairs it with its neutral face in ``job/``. Replaces
-    earlier ones."""
-    from s3edit.portraits.smiling import smile_composites, smiling_pairs
+def write_smiling_job(portraits: Portraits, job_dir: Path, style: str = "own",
+                      rows: np.ndarray | None = None) -> tuple[Path, int]:
+    """The Smiling pairs as an s3edit job beside ``job/`` -> (job_dir, pairs), in one
+    of ``SMILE_STYLES``: ``"own"``, frame k is the k-th person photographed neutral and
+    smiling, the neutral face with their own smile registered and pasted into the
+    mouth and cheeks; ``"classic"``, frame k is face ``rows[k]`` (default:
+    ``classic_smile_rows``) with the classic smile moved onto its mouth
+    (``s3edit.portraits.smiling``). ``<job_dir>-pairs.json`` pairs each with its face in
+    ``job/``. Replaces earlier ones."""
+    from s3edit.portraits.smiling import (
+        SMILE_STYLES,
+        classic_smile_rows,
+        classic_smiles,
+        smile_composites,
+        smiling_pairs,
+    )
     from s3edit.train.pairs import write_pairs
 
+    if style not in SMILE_STYLES:
+        raise InputError(f"unknown smile style {style!r}; one of {', '.join(SMILE_STYLES)}.")
     job_dir = Path(job_dir)
-    pairs = smiling_pairs(portraits.items)
-    neutral = pairs[:, 0]
-    arrays = {k: v[neutral] for k, v in portraits.arrays.items()}
-    arrays["crops"], arrays["landmarks"] = smile_composites(portraits.arrays["crops"], portraits.arrays["landmarks"], pairs)
+    if style == "own":
+        pairs = smiling_pairs(portraits.items)
+        idx = pairs[:, 0]
+        made = smile_composites(portraits.arrays["crops"], portraits.arrays["landmarks"], pairs)
+        how = "with the same person's smiling photo registered and pasted into the Smiling region"
+    else:
+        idx = classic_smile_rows(portraits.items) if rows is None else np.asarray(rows, np.int64)
+        if not len(idx):
+            raise InputError("no faces to draw the classic smile on; check the sources asked for.")
+        made = classic_smiles(portraits.arrays["crops"][idx], portraits.arrays["landmarks"][idx], SMILE_STYLES[style])
+        how = "with the classic smile moved onto its mouth from its landmarks"
+    arrays = {k: v[idx] for k, v in portraits.arrays.items()}
+    arrays["crops"], arrays["landmarks"] = made
     size = int(portraits.meta["params"]["size"])
     to_image = np.linalg.inv(quad_to_transform(arrays["quads"], size))  # crop px -> photo px
     arrays["image_landmarks"] = apply_transform(to_image, arrays["landmarks"]).astype(np.float32)
-    write_stills_job(job_dir, arrays, {**portraits.meta["params"], "smiling_pairs": len(pairs)})
+    write_stills_job(job_dir, arrays, {**portraits.meta["params"], "smile_style": style, "smiling_pairs": len(idx)})
     write_pairs(pairs_path(job_dir), "Smiling", job_dir.parent / JOB_DIR, job_dir,
-                np.stack([neutral, np.arange(len(pairs))], axis=1),
-                note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} (neutral) with the same person's "
-                     "smiling photo registered and pasted into the Smiling region (s3edit.portraits.smiling)")
-    return job_dir, len(pairs)
+                np.stack([idx, np.arange(len(idx))], axis=1),
+                note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} {how} (s3edit.portraits.smiling)")
+    return job_dir, len(idx)
 
 
 def pairs_path(job_dir: Path) -> Path:

@@ -19,18 +19,35 @@ The composite is the neutral face with the sitter's own smile: the pair (neutral
 composite) is what ``s3edit tune --pairs`` teaches the Smiling edit from, in both
 directions (adding a smile; removing it). Its landmarks are the neutral crop's with the
 mouth's 20 replaced by the warped smiling ones.
+
+**The classic smile** (``classic_smile``): every sitter's smile is different (teeth or
+not, corners lifted one pixel or three), and one edit direction can only learn what the
+pairs share. As the classic glasses give the decoder one drawing to learn, the classic
+smile is one smile moved onto every face from its landmarks, in the face's own frame
+(``glasses.face_frame``: units of the eye distance d): the mouth corners go out by
+``widen`` and up by ``lift``, the upper lip rises by ``rise`` and the lower lip drops by
+``drop`` (outer) and ``part`` (inner), each tapering from the middle of the mouth to its
+corners; the crop is warped so that its mouth follows (a thin-plate spline through the
+moved mouth and the fixed jaw, nose and eyes, ``scipy.interpolate.RBFInterpolator``),
+the warp kept to the Smiling region as the composite is, and the parted lips show
+teeth. ``CLASSIC_SMILE``'s sizes are the London pairs' upper quartiles (a clear smile,
+not the average one).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+from scipy.interpolate import RBFInterpolator
 
 from s3edit.errors import InputError
+from s3edit.face.landmarks import EYES, JAW, NOSE
 from s3edit.face.mask import ATTRIBUTE_REGIONS, MOUTH, REGION_FEATHER
+from s3edit.portraits.glasses import SHIFT, face_frame
 
 SMILING_SOURCE = "london"  # the collection photographed neutral and smiling
 STABLE_POINTS = np.r_[17:31, 36:48]  # brows, nose bridge, eyes: what a smile hardly moves
@@ -97,3 +114,120 @@ def smile_composites(crops: np.ndarray, landmarks: np.ndarray, pairs: np.ndarray
     if not made:
         return np.zeros((0, *crops.shape[1:]), np.uint8), np.zeros((0, 68, 2), np.float32)
     return np.stack([c for c, _ in made]), np.stack([lm for _, lm in made])
+
+
+# The mouth's 20 points by role (68-point scheme): corners, the upper and lower lips'
+# outer edges, the inner corners and the inner lips' edges.
+CORNERS = [48, 54]
+UPPER_OUTER, LOWER_OUTER = list(range(49, 54)), list(range(55, 60))
+INNER_CORNERS = [60, 64]
+UPPER_INNER, LOWER_INNER = [61, 62, 63], [65, 66, 67]
+INNER_LIPS = list(range(60, 68))  # the opening's outline, in order
+FIXED_POINTS = np.r_[JAW.start:JAW.stop, NOSE.start:NOSE.stop, EYES.start:EYES.stop]  # what the warp keeps still
+
+
+@dataclass(frozen=True)
+class SmileStyle:
+    """One smile, as landmark moves in units of the eye distance d (``face_frame``):
+    ``widen``: each corner outwards; ``lift``: each corner up; ``rise``: the upper lip up
+    (outer and inner edge, most in the middle); ``drop`` / ``part``: the lower lip's
+    outer / inner edge down (most in the middle), so the lips part by about ``rise +
+    part``; ``teeth``: RGB seen between the parted lips, at ``teeth_alpha``; ``line``:
+    RGB of the dark edge where lips meet teeth, ``line_width`` in d."""
+
+    widen: float = 0.09
+    lift: float = 0.11
+    rise: float = 0.04
+    drop: float = 0.06
+    part: float = 0.11
+    teeth: tuple[int, int, int] = (226, 218, 204)
+    teeth_alpha: float = 0.85
+    line: tuple[int, int, int] = (70, 30, 30)
+    line_width: float = 0.03
+
+
+# The London pairs' upper quartiles in units of d (102 sitters, 128-px crops, the
+# composites' mouths against the neutral ones): corners 0.088 out and 0.113 up, the
+# lips' opening 0.015 -> 0.153. Ivory teeth, a dark red lip line.
+CLASSIC_SMILE = SmileStyle()
+SMILE_STYLES = {"own": None, "classic": CLASSIC_SMILE}  # smiling_job.py --style: None = each sitter's own smile
+CLASSIC_SMILE_SOURCES = ("london", "canada", "pixabay")  # the collections the classic smile is drawn on
+
+
+def classic_smile_rows(items: list[dict], sources=CLASSIC_SMILE_SOURCES) -> np.ndarray:
+    """(K,) indices of the faces of ``sources`` that get a classic-smile twin: all but
+    those photographed smiling (csv column ``smiling`` = yes)."""
+    return np.array([i for i, item in enumerate(items) if item.get("source") in sources
+                     and str(item.get("smiling", "")).lower() != "yes"], np.int64)
+
+
+def smile_moves(landmarks: np.ndarray, style: SmileStyle) -> np.ndarray:
+    """(68, 2) landmarks in pixels -> (68, 2) the same with the mouth moved into
+    ``style``'s smile (``SmileStyle``); the other 48 points unchanged."""
+    frame = face_frame(landmarks)
+    uv = frame.to_face(landmarks)
+    mouth = uv[MOUTH[0]:MOUTH[1]]
+    centre = (uv[CORNERS[0]] + uv[CORNERS[1]]) / 2
+    half = max((uv[CORNERS[1], 0] - uv[CORNERS[0], 0]) / 2, 1e-3)
+    s = np.clip((mouth[:, 0] - centre[0]) / half, -1.0, 1.0)  # -1 at the image-left corner, +1 at the right
+    middle = 1.0 - s ** 2  # 1 in the middle of the mouth, 0 at the corners
+    move = np.zeros_like(mouth)
+    move[:, 0] = style.widen * s
+    move[:, 1] = -style.lift * s ** 2
+    rows = np.arange(*MOUTH)
+    for points, dv in ((UPPER_OUTER + UPPER_INNER, -style.rise), (LOWER_OUTER, style.drop), (LOWER_INNER, style.part)):
+        sel = np.isin(rows, points)
+        move[sel, 1] += dv * middle[sel]
+    out = uv.copy()
+    out[MOUTH[0]:MOUTH[1]] = mouth + move
+    return frame.to_image(out).astype(np.float32)
+
+
+def warp_to(image: np.ndarray, landmarks: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """``image`` (S, S, 3) warped so that its ``landmarks`` (68, 2) land on ``moved``:
+    a thin-plate spline through the 20 mouth points (to their moved places) and the jaw,
+    nose and eyes and the crop's corners (kept still), sampled backwards -> (S, S, 3)."""
+    size = image.shape[0]
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    keep = np.concatenate([landmarks[FIXED_POINTS], corners])
+    targets = np.concatenate([moved[MOUTH[0]:MOUTH[1]], keep])  # where points go
+    sources = np.concatenate([landmarks[MOUTH[0]:MOUTH[1]], keep])  # where they come from
+    back = RBFInterpolator(targets, sources - targets, kernel="thin_plate_spline")
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    where = (grid + back(grid)).reshape(size, size, 2).astype(np.float32)
+    return cv2.remap(image, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def draw_smile(crop: np.ndarray, landmarks: np.ndarray, style: SmileStyle = CLASSIC_SMILE
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``crop`` (S, S, 3) uint8 and its (68, 2) landmarks -> (the same face smiling in
+    ``style``, its landmarks): the warped mouth inside the feathered Smiling region of
+    both mouths, the crop unchanged outside it, teeth between the parted lips."""
+    size = crop.shape[0]
+    landmarks = np.asarray(landmarks, np.float64)
+    moved = smile_moves(landmarks, style)
+    warped = warp_to(crop, landmarks, moved).astype(np.float32)
+    d = face_frame(landmarks).d
+    opening = np.round(moved[INNER_LIPS] * (1 << SHIFT)).astype(np.int32)
+    teeth = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(teeth, [opening], 255, cv2.LINE_AA, SHIFT)
+    line = np.zeros((size, size), np.uint8)
+    cv2.polylines(line, [opening], True, 255, max(1, round(style.line_width * d)), cv2.LINE_AA, SHIFT)
+    a_teeth = (teeth.astype(np.float32) / 255 * style.teeth_alpha)[..., None]
+    warped = warped * (1 - a_teeth) + np.float32(style.teeth) * a_teeth
+    a_line = (line.astype(np.float32) / 255)[..., None]
+    warped = warped * (1 - a_line) + np.float32(style.line) * a_line
+    mask = composite_mask(np.stack([landmarks, moved]), size)[..., None]
+    out = crop.astype(np.float32) * (1 - mask) + warped * mask
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), moved
+
+
+def classic_smiles(crops: np.ndarray, landmarks: np.ndarray, style: SmileStyle = CLASSIC_SMILE
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``draw_smile`` on every crop (N, S, S, 3) uint8 with its (N, 68, 2) landmarks ->
+    crops (N, S, S, 3) uint8, landmarks (N, 68, 2) float32."""
+    made = [draw_smile(c, lm, style) for c, lm in zip(crops, landmarks)]
+    if not made:
+        return np.zeros_like(crops), np.zeros((0, 68, 2), np.float32)
+    return np.stack([c for c, _ in made]), np.stack([lm for _, lm in made]).astype(np.float32)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from PIL import Image
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +181,14 @@ def test_smiling_job_errors_and_output(run, make_folder, tmp_path):
     (out / "dataset.json").write_text(json.dumps(meta))
     result = run("smiling_job", str(out))
     assert result.exit_code == 0, result.output
-    assert "1 neutral faces with their own smile" in result.stdout
+    assert "1 faces with a smile (own)" in result.stdout
     pairs = json.loads((out / "smiling-job-pairs.json").read_text())
     assert pairs["attribute"] == "Smiling" and pairs["frames"] == [[0, 0]] and pairs["with"] == "smiling-job"
-    assert (out / "smiling-job-sheet.png").is_file()
+    assert Image.open(out / "smiling-job-sheet.png").size == (3 * 32, 32)  # neutral, composite, smiling photo
+    result = run("smiling_job", str(out), "--style", "classic")  # the face not photographed smiling
+    assert result.exit_code == 0 and "1 faces with a smile (classic)" in result.stdout, result.output
+    pairs = json.loads((out / "classic-smiling-job-pairs.json").read_text())
+    assert pairs["frames"] == [[0, 0]] and pairs["with"] == "classic-smiling-job"
+    assert Image.open(out / "classic-smiling-job-sheet.png").size == (2 * 32, 32)
+    bad = run("smiling_job", str(out), "--style", "grin")
+    assert bad.exit_code == 1 and "unknown smile style 'grin'; one of own, classic." in bad.stderr

@@ -1,6 +1,7 @@
-"""Smiling pairs from real photos (s3edit.portraits.smiling): which rows pair up, the
+"""Smiling pairs (s3edit.portraits.smiling): from real photos, which rows pair up, the
 registration of the smiling photo onto the neutral one, and a composite that differs
-from the neutral crop only inside the Smiling region."""
+from the neutral crop only inside the Smiling region; the classic smile, its landmark
+moves in the face's frame, the warp that carries the mouth there, and its job."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 
 from s3edit.errors import InputError
 from s3edit.face.mask import ATTRIBUTE_REGIONS, MOUTH
+from s3edit.portraits.glasses import face_frame
 from s3edit.portraits.prepare import (
+    CLASSIC_SMILING_JOB_DIR,
     JOB_DIR,
     SMILING_JOB_DIR,
     PrepareConfig,
@@ -21,10 +24,16 @@ from s3edit.portraits.prepare import (
     write_smiling_job,
 )
 from s3edit.portraits.smiling import (
+    CLASSIC_SMILE,
+    SmileStyle,
+    classic_smile_rows,
     composite_mask,
+    draw_smile,
     register,
     smile_composite,
+    smile_moves,
     smiling_pairs,
+    warp_to,
 )
 
 PAINT = (250, 250, 250)
@@ -117,3 +126,82 @@ def test_smiling_job_and_its_pairs_file(aligned):
     assert pairs.attribute == "Smiling" and pairs.frames.tolist() == [[0, 0]]
     assert pairs.without.resolve() == (aligned / JOB_DIR).resolve()
     assert resolve_pairs(pairs, [aligned / JOB_DIR, job_dir], [np.arange(2), np.arange(1)]).tolist() == [[0, 2]]
+
+
+def test_the_classic_smile_moves_the_mouth_by_its_sizes_in_the_faces_frame(aligned):
+    lnd = load_portraits(aligned).arrays["landmarks"][0].astype(np.float64)
+    frame = face_frame(lnd)
+    style = SmileStyle(widen=0.1, lift=0.12, rise=0.05, drop=0.06, part=0.1)
+    moved = smile_moves(lnd, style)
+    np.testing.assert_array_equal(moved[:MOUTH[0]], lnd[:MOUTH[0]].astype(np.float32))  # only the mouth moves
+    before, after = frame.to_face(lnd), frame.to_face(moved)
+    move = after - before
+    np.testing.assert_allclose(move[48], [-0.1, -0.12], atol=1e-5)  # image-left corner: out (left) and up
+    np.testing.assert_allclose(move[54], [0.1, -0.12], atol=1e-5)
+
+    def opening(uv):  # between the inner lips' middle points, down the face
+        return uv[66, 1] - uv[62, 1]
+
+    middle = 1 - ((before[[62, 66], 0] - (before[48, 0] + before[54, 0]) / 2) / ((before[54, 0] - before[48, 0]) / 2)) ** 2
+    assert opening(after) - opening(before) == pytest.approx(0.05 * middle[0] + 0.1 * middle[1], abs=0.01)
+    assert move[51, 1] < -0.03 and move[57, 1] > 0.03  # the upper lip up, the lower lip down
+    still = smile_moves(lnd, SmileStyle(widen=0, lift=0, rise=0, drop=0, part=0))
+    np.testing.assert_allclose(still, lnd, atol=1e-4)
+
+
+def test_the_warp_carries_the_mouth_to_the_moved_landmarks_and_keeps_the_rest(aligned):
+    lnd = load_portraits(aligned).arrays["landmarks"][0].astype(np.float64)
+    image = np.full((64, 64, 3), 100, np.uint8)
+    corner = np.rint(lnd[48]).astype(int)
+    image[corner[1] - 1:corner[1] + 2, corner[0] - 1:corner[0] + 2] = 250  # a bright dot on the image-left corner
+    image[5:8, 5:8] = 30  # and a dark one far from the mouth
+    np.testing.assert_array_equal(warp_to(image, lnd, lnd), image)  # nothing moved: the same image
+
+    moved = smile_moves(lnd, CLASSIC_SMILE)
+    out = warp_to(image, lnd, moved).astype(np.float64)
+    bright = out[..., 0] > 175
+    ys, xs = np.nonzero(bright)
+    centre = np.array([xs.mean(), ys.mean()])
+    shift = corner - lnd[48]  # the dot sits on the rounded corner
+    assert np.linalg.norm(centre - (moved[48] + shift)) < 0.75  # the dot went with the corner
+    assert np.linalg.norm(moved[48] - lnd[48]) > 2
+    assert np.abs(out[5:8, 5:8] - 30).max() < 8  # far from the mouth the warp moves well under a pixel
+
+
+def test_draw_smile_changes_the_smiling_region_only_and_shows_teeth(aligned):
+    portraits = load_portraits(aligned)
+    crop, lnd = portraits.arrays["crops"][0], portraits.arrays["landmarks"][0]
+    out, moved = draw_smile(crop, lnd)
+    np.testing.assert_allclose(moved, smile_moves(lnd.astype(np.float64), CLASSIC_SMILE), atol=1e-5)
+    mask = composite_mask(np.stack([lnd, moved]), 64)
+    assert (out[mask == 0] == crop[mask == 0]).all()
+    assert np.abs(out.astype(int) - crop).max() > 60  # a visible change
+    opening = np.zeros((64, 64), np.uint8)
+    cv2.fillPoly(opening, [np.rint(moved[60:68]).astype(np.int32)], 1)
+    inside = cv2.erode(opening, np.ones((3, 3), np.uint8)).astype(bool) & (mask > 0.99)
+    teeth = np.abs(out.astype(np.float32) - np.float32(CLASSIC_SMILE.teeth)).max(-1) < (1 - CLASSIC_SMILE.teeth_alpha) * 255
+    assert (teeth & inside).sum() >= 2  # the lips part by a few pixels even at 64 px, teeth between them
+
+
+def test_classic_smiling_job_draws_on_the_faces_not_photographed_smiling(aligned):
+    from s3edit.job import Job
+    from s3edit.train.pairs import read_pairs
+
+    portraits = load_portraits(aligned)
+    for item, smiling in zip(portraits.items, ("", "yes")):
+        item |= {"source": "pixabay", "smiling": smiling}
+    assert classic_smile_rows(portraits.items).tolist() == [0]
+    assert classic_smile_rows(portraits.items, ("london",)).tolist() == []
+    with pytest.raises(InputError, match="no faces to draw the classic smile on"):
+        write_smiling_job(portraits, aligned / CLASSIC_SMILING_JOB_DIR, "classic", np.zeros(0, np.int64))
+    with pytest.raises(InputError, match="unknown smile style 'grin'; one of own, classic"):
+        write_smiling_job(portraits, aligned / CLASSIC_SMILING_JOB_DIR, "grin")
+    job_dir, n = write_smiling_job(portraits, aligned / CLASSIC_SMILING_JOB_DIR, "classic")
+    assert n == 1
+    job = Job.open(job_dir)
+    expected, lnd = draw_smile(portraits.arrays["crops"][0], portraits.arrays["landmarks"][0])
+    np.testing.assert_array_equal(job.read_crops([0])[0], expected)
+    np.testing.assert_allclose(job.read_track()["crop_landmarks"][0], lnd, atol=1e-5)
+    pairs = read_pairs(pairs_path(job_dir))
+    assert pairs.attribute == "Smiling" and pairs.frames.tolist() == [[0, 0]]
+    assert pairs.without.resolve() == (aligned / JOB_DIR).resolve()
