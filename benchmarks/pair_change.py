@@ -17,7 +17,8 @@ to the per-pair figure. Real pairs (a sitter neutral and smiling) vary: what the
 is the smaller part. Then the landmarks: per facial part that moves, the mean
 displacement from source to target in pixels of the crop (x right, y down) and its
 spread over the pairs, and the mouth's width (corner to corner) and inner opening before
-and after.
+and after; and the corners' moves and the opening in units of the eye distance, the
+quartiles over pairs (what the classic smile, ``s3edit.portraits.smiling``, is sized on).
 ``--picture``: the source crops' mean, the mean change and the median change (grey = no
 change, contrast x ``--gain``).
 """
@@ -83,12 +84,36 @@ def main() -> None:
              for lm in (lnd_src, lnd_tgt)]
     opening = [float((lm[:, LIP_INNER_BOTTOM, 1] - lm[:, LIP_INNER_TOP, 1]).mean()) for lm in (lnd_src, lnd_tgt)]
     print(f"  mouth width {width[0]:.2f} -> {width[1]:.2f} px, inner opening {opening[0]:.2f} -> {opening[1]:.2f} px")
+    print("  the mouth in each source face's frame, units of its eye distance d (glasses.face_frame), "
+          "quartiles over pairs 25/50/75 %:")
+    for name, values in mouth_in_face_units(lnd_src, lnd_tgt).items():
+        q = np.percentile(values, [25, 50, 75])
+        print(f"    {name:22s} {q[0]:+.3f} / {q[1]:+.3f} / {q[2]:+.3f}")
 
     if args.picture is not None:
         grey = [x0.mean(0), args.gain * change.mean(0), args.gain * change.median(0).values]
         tiles = torch.stack(grey).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
         cv2.imwrite(str(args.picture), cv2.cvtColor(np.concatenate(list(tiles), axis=1), cv2.COLOR_RGB2BGR))
         print(f"wrote {args.picture} (source mean, mean change, median change; x{args.gain:g})")
+
+
+def mouth_in_face_units(lnd_src: np.ndarray, lnd_tgt: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pair, in the source face's frame (units of its eye distance): the corners'
+    move out and up (mean of the two), the inner opening before and after; the figures
+    ``s3edit.portraits.smiling.SmileStyle`` is sized in."""
+    from s3edit.portraits.glasses import face_frame
+
+    rows = []
+    for src, tgt in zip(lnd_src, lnd_tgt):
+        frame = face_frame(src)
+        a, b = frame.to_face(src), frame.to_face(tgt)
+        move = b - a
+        left, right = lm68.MOUTH_RIGHT_CORNER, lm68.MOUTH_LEFT_CORNER  # image left, image right
+        rows.append(((move[right, 0] - move[left, 0]) / 2, -(move[left, 1] + move[right, 1]) / 2,
+                     a[LIP_INNER_BOTTOM, 1] - a[LIP_INNER_TOP, 1], b[LIP_INNER_BOTTOM, 1] - b[LIP_INNER_TOP, 1]))
+    values = np.array(rows).reshape(-1, 4)
+    return {"corners out": values[:, 0], "corners up": values[:, 1],
+            "inner opening before": values[:, 2], "inner opening after": values[:, 3]}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ composite) is what ``s3edit tune --pairs`` teaches the Smiling edit from, in bot
 directions (adding a smile; removing it). Its landmarks are the neutral crop's with the
 mouth's 20 replaced by the warped smiling ones.
 
-**The classic smile** (``classic_smile``): every sitter's smile is different (teeth or
+**The classic smile** (``draw_smile``): every sitter's smile is different (teeth or
 not, corners lifted one pixel or three), and one edit direction can only learn what the
 pairs share. As the classic glasses give the decoder one drawing to learn, the classic
 smile is one smile moved onto every face from its landmarks, in the face's own frame
@@ -117,10 +117,10 @@ def smile_composites(crops: np.ndarray, landmarks: np.ndarray, pairs: np.ndarray
 
 
 # The mouth's 20 points by role (68-point scheme): corners, the upper and lower lips'
-# outer edges, the inner corners and the inner lips' edges.
+# outer edges and the inner lips' edges (the inner corners 60 and 64 move as corners
+# do, by their place along the mouth).
 CORNERS = [48, 54]
 UPPER_OUTER, LOWER_OUTER = list(range(49, 54)), list(range(55, 60))
-INNER_CORNERS = [60, 64]
 UPPER_INNER, LOWER_INNER = [61, 62, 63], [65, 66, 67]
 INNER_LIPS = list(range(60, 68))  # the opening's outline, in order
 FIXED_POINTS = np.r_[JAW.start:JAW.stop, NOSE.start:NOSE.stop, EYES.start:EYES.stop]  # what the warp keeps still
@@ -146,9 +146,9 @@ class SmileStyle:
     line_width: float = 0.03
 
 
-# The London pairs' upper quartiles in units of d (102 sitters, 128-px crops, the
-# composites' mouths against the neutral ones): corners 0.088 out and 0.113 up, the
-# lips' opening 0.015 -> 0.153. Ivory teeth, a dark red lip line.
+# The London pairs' upper quartiles in units of d (102 sitters, the composites' mouths
+# against the neutral ones; benchmarks/pair_change.py prints them): corners 0.088 out
+# and 0.113 up, the lips' inner opening 0.015 -> 0.153. Ivory teeth, a dark red lip line.
 CLASSIC_SMILE = SmileStyle()
 SMILE_STYLES = {"own": None, "classic": CLASSIC_SMILE}  # smiling_job.py --style: None = each sitter's own smile
 CLASSIC_SMILE_SOURCES = ("london", "canada", "pixabay")  # the collections the classic smile is drawn on
