@@ -37,7 +37,7 @@ BatchSizeOpt = Annotated[int, typer.Option(
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="UNet precision: auto (bf16 on CPUs with native bf16 instructions, fp32 elsewhere, "
-                        "CUDA included), fp32, bf16 or fp16.")]
+                        "CUDA included), fp32, bf16 or fp16 (CUDA only). tune trains in fp32 or bf16 autocast over fp32 weights.")]
 CompileOpt = Annotated[Compile, typer.Option(
     "--compile", help="torch.compile the UNet: auto (off: compiling takes minutes and has not been measured "
                       "to pay on a CPU or a GPU), on or off. Falls back to eager, with a note, when compiling fails.")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from s3edit.cli.options import (JsonOpt, KeepTarget, Objective, OverwriteOpt, PairLoss, PairSpace, PairTarget,
-                               Preset, Trainable)
+                               Precision, PrecisionOpt, Preset, Trainable)
 
 from s3edit.train.loop import TrainConfig
 from s3edit.pipeline.tune import format_report, tune
@@ -43,6 +43,7 @@ def tune_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step, over all processes."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Learning rate (Adam)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible and resumable)."),
+    precision: PrecisionOpt = Precision.auto,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,7 +64,7 @@ def tune_cmd(
                   keep_weight=keep_weight, code_noise=code_noise, keep_target=keep_target.value,
                   keep_random=keep_random, pair_space=pair_space.value,
                   pair_target=pair_target.value, pair_gain=pair_gain, pair_loss=pair_loss.value,
-                  overwrite=overwrite)
+                  precision=precision.value, overwrite=overwrite)
     if not result.is_main:
         return
     if as_json:

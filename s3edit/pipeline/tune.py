@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,11 +52,12 @@ from s3edit.model.config import preset as model_preset
 from s3edit.train.data import load_jobs
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import resolve_weights
-from s3edit.train.loop import TrainConfig, make_accelerator
+from s3edit.train.loop import RUN_KEYS, TrainConfig, check_precision, make_accelerator
 from s3edit.train.objective import (KEEP_TARGETS, PAIR_CODE_NOISE, PAIR_LOSSES, PAIR_SPACES, PAIR_TARGETS, PairTerm,
                                     train_dva)
 from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, read_config, save_weight_set
 from s3edit.pipeline.align import MIN_SIZE, align_video
+from s3edit.pipeline.options import describe_precision, pick_precision
 from s3edit.model.attributes import edit_direction
 from s3edit.s3.selftrain import S3Config, first_last, train_s3
 
@@ -171,10 +173,12 @@ def tune(
     pair_target: str = "frame",
     pair_gain: float = 1.0,
     pair_loss: str = "l1",
+    precision: str = "auto",
     overwrite: bool = False,
     accelerator=None,
 ) -> TuneResult:
-    """Train and write a new weight set at ``out`` (module docstring)."""
+    """Train and write a new weight set at ``out`` (module docstring). ``precision``:
+    auto, fp32 or bf16 (``pick_precision``; ``cfg.precision`` is replaced by it)."""
     out = Path(out)
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
@@ -194,6 +198,9 @@ def tune(
         raise InputError(f"--pair-gain multiplies the fusion layer's response to an edit; give a positive factor, not {pair_gain}.")
     if not 0.0 <= keep_random <= 1.0:
         raise InputError(f"--keep-random is a share of the keep term's rows, between 0 and 1, not {keep_random}.")
+    acc = accelerator or make_accelerator()
+    cfg = dataclasses.replace(cfg, precision=pick_precision(precision, acc.device))
+    check_precision(cfg.precision)
     pair_files = [read_pairs(p) for p in pairs]
     start = starting_point(base, preset)
     origin = start.name or base or preset
@@ -203,9 +210,9 @@ def tune(
         raise InputError(f"{'preset ' + preset if preset else 'weight set ' + repr(base)} has no attribute "
                          "classifier, which the s3 objective needs; tune --from a weight set with one "
                          "(e.g. dva), or use --objective dva.")
-    acc = accelerator or make_accelerator()
     if not acc.is_main_process:
         console.set_quiet(True)
+    console.note(describe_precision(cfg.precision, acc.device))
     torch.manual_seed(cfg.seed)
     with acc.main_process_first():  # the main process aligns; the others reuse its jobs
         jobs = with_pair_jobs(prepare_jobs(inputs, start.config.image_size), pair_files)
@@ -269,9 +276,9 @@ def check_output(out: Path, overwrite: bool, source: dict, ignore: tuple[str, ..
     except WeightsError:
         previous = {}
 
-    def run(src: dict) -> dict:  # the source record less what a longer run changes
+    def run(src: dict) -> dict:  # the source record less what a longer (or faster) run changes
         src = {k: v for k, v in src.items() if k not in ("frames", *ignore)}
-        return {**src, "train": {k: v for k, v in src.get("train", {}).items() if k != "steps"}}
+        return {**src, "train": {k: v for k, v in src.get("train", {}).items() if k not in RUN_KEYS}}
 
     asked = json.loads(json.dumps(source))  # tuples as lists, as config.json reads back
     if previous and run(previous) == run(asked):

@@ -253,7 +253,7 @@ class ClusterTransforms(nn.Module):
         out = x.new_zeros(x.shape[0], self.face_dim)
         for k in torch.unique(cluster).tolist():
             rows = cluster == k
-            out[rows] = self.transforms[k](x[rows])
+            out[rows] = self.transforms[k](x[rows]).to(out.dtype)  # bf16 under autocast
         return out
 
 

@@ -211,14 +211,14 @@ class S3Objective(Objective):
             a_st = self.abar[batch["t_st"]].view(-1, 1, 1, 1)
             x_st = noisy(x0, batch["eps_st"], a_st)
             xs, ts, zs = xs + [x_st], ts + [batch["t_st"]], zs + [edit.z_face]
-        pred = m(torch.cat(xs), torch.cat(ts), torch.cat(zs)).split(B)
+        pred = m(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float().split(B)  # fp32 losses
         parts = dva_terms(pred[0], pred[1], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
         gen = parts["simple"] + self.face_weight * parts["reg"]
         out = {"gen": gen, **parts}
         loss = c.lambda_gen * gen
         if c.self_train:
             f_hat = predict_x0(x_st, pred[2], a_st)
-            id_hat = m.z_id(f_hat, batch["lnd01"])  # f̂ keeps f's pose: f's landmarks
+            id_hat = m.z_id(f_hat, batch["lnd01"]).float()  # f̂ keeps f's pose: f's landmarks
             out["id"] = identity_loss(z_id, id_hat)
             out["faith"] = faithfulness_loss(attribute_probs(cls, z_id), attribute_probs(cls, id_hat),
                                              batch["attr"], batch["gamma"])

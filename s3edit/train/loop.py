@@ -17,6 +17,13 @@ equal shards, N processes make the update of one process with the same global ba
 (up to float summation order; exactly for networks without dropout, whose masks are
 drawn per process), and a run resumed from its checkpoint reaches the weights of an
 uninterrupted one.
+
+Mixed precision (``cfg.precision = "bf16"``): the objective's forward runs under bf16
+autocast with the network channels_last, over fp32 weights, gradients, optimizer state
+and EMA; the objectives cast the network's output to fp32 before their losses. bf16
+keeps fp32's exponent range, so no loss scaling is needed (fp16 would need it and is
+not offered). A checkpoint resumes under either precision: the precision chooses how
+fast the steps run, not what they train.
 """
 
 from __future__ import annotations
@@ -35,12 +42,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from s3edit.errors import InputError
+from s3edit.model import ddim
 from s3edit.paths import atomic_path, write_json_atomic
 
 STATE_FILE = "state.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 INFO_FILE = "train.json"
 SEED_STRIDE = 1_000_003  # step generators are seeded by seed * SEED_STRIDE + step
+TRAIN_PRECISIONS = ("fp32", "bf16")
+RUN_KEYS = ("steps", "precision")  # TrainConfig fields a resumed run may change
 EMA_WARMUP = 10  # decay_t = min(decay, (1 + t) / (EMA_WARMUP + t)): TF's num_updates rule
 
 
@@ -54,6 +64,7 @@ class TrainConfig:
     face_weight: float = 1.0  # weight of DVA's face term L_reg, read by the objectives (DVA uses 1)
     checkpoint_every: int = 200
     seed: int = 0
+    precision: str = "fp32"  # the forward pass's: fp32, or bf16 autocast (module docstring)
 
 
 @dataclass
@@ -152,12 +163,13 @@ def save_checkpoint(folder: Path, step: int, objective: nn.Module, ema: nn.Modul
 
 
 def _resume_key(info: dict) -> dict:
-    """What must match to resume: everything but the step reached and the step budget
-    (the learning rate is constant, so a run resumed with more ``steps`` trains on
-    exactly as one started with them)."""
+    """What must match to resume: everything but the step reached, the step budget (the
+    learning rate is constant, so a run resumed with more ``steps`` trains on exactly as
+    one started with them) and the precision (module docstring)."""
     info = json.loads(json.dumps(info))
     info.pop("step", None)
-    info.get("config", {}).pop("steps", None)
+    for key in RUN_KEYS:
+        info.get("config", {}).pop(key, None)
     return info
 
 
@@ -217,6 +229,12 @@ def check_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
+def check_precision(precision: str) -> None:
+    if precision not in TRAIN_PRECISIONS:
+        raise InputError(f"training runs in {' or '.join(TRAIN_PRECISIONS)}, not {precision} "
+                         "(fp16 would need loss scaling); use --precision bf16 or fp32.")
+
+
 def mean_over_processes(acc, parts: dict[str, Tensor]) -> dict[str, float]:
     """Every loss term averaged over the processes (one collective), as floats."""
     names = list(parts)
@@ -247,7 +265,10 @@ def train(
     world, rank = acc.num_processes, acc.process_index
     for rows in objective.split_rows(cfg.batch_size):
         check_batch(rows, world)
+    check_precision(cfg.precision)
     model = objective.model
+    if cfg.precision != "fp32":  # bf16 convolutions run fastest channels_last (docs/sampler.md)
+        model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     hooks = optimizer if isinstance(optimizer, OptimizerHooks) else None
@@ -262,7 +283,8 @@ def train(
         torch.manual_seed(cfg.seed * SEED_STRIDE + step + rank)  # dropout
         draws = objective.draw(gen, cfg.batch_size, num_frames, shape)
         batch = gather_batch(objective, shard(draws, rank, world), frames, acc.device)
-        parts = wrapped(batch)
+        with ddim.autocast(acc.device, cfg.precision):
+            parts = wrapped(batch)
         optimizer.zero_grad(set_to_none=True)
         acc.backward(parts["loss"])
         if cfg.grad_clip:

@@ -535,7 +535,7 @@ class DVAObjective(Objective):
             xs.append(x_t1)
             ts.append(t)
             zs.append(self.model.fuse(self.keep_code(batch), batch["z_lnd"]))
-        pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs))  # one forward (DDP)
+        pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float()  # one forward (DDP); fp32 losses
         b = x_t1.shape[0]
         parts = dva_terms(pred[:b], pred[b:2 * b], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
         loss = parts["simple"] + self.face_weight * parts["reg"]

@@ -157,11 +157,30 @@ def test_a_larger_steps_trains_a_finished_run_on_and_nothing_else_replaces_it(cl
     assert (out / "model.safetensors").read_bytes() == written
 
 
+def test_precision_is_recorded_and_a_run_goes_on_under_the_other(cli, job, weights, twins, tmp_path):
+    """--precision bf16 trains in bf16 autocast and says so in the set's record; the same
+    run rerun with more --steps under fp32 trains on from its checkpoint (the precision
+    decides how fast the steps run, not what they train)."""
+    out = tmp_path / "mixed"
+    args = [str(job), "--pairs", str(twins[1]), "--from", str(weights), "--objective", "dva", "-o", str(out),
+            "--batch-size", "2", "--pair-batch", "2"]
+    result = cli("tune", *args, "--steps", "2", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "precision: bf16 autocast" in result.stderr
+    assert load_weight_set(out).meta["source"]["train"]["precision"] == "bf16"
+    longer = tune_json(cli, *args, "--steps", "3", "--precision", "fp32")
+    assert longer["first"] == longer["last"]  # one step, the third
+    train = load_weight_set(out).meta["source"]["train"]
+    assert train["steps"] == 3 and train["precision"] == "fp32"
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--objective", "gan"], 2, "Invalid value for '--objective'"),
     (["--preset", "nope"], 2, "Invalid value for '--preset'"),
     (["--from", "W", "--preset", "tiny-32"], 1, "give exactly one of --from WEIGHTS"),
     (["--from", "W", "--train", "transforms", "--no-self-train"], 1, "trains nothing"),
+    (["--from", "W", "--precision", "fp16"], 1, "--precision fp16 needs a CUDA GPU"),
+    (["--from", "W", "--precision", "fp8"], 2, "Invalid value for '--precision'"),
 ])
 def test_errors(cli, job, weights, tmp_path, args, code, message):
     args = [str(weights) if a == "W" else a for a in args]
