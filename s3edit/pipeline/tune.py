@@ -23,7 +23,9 @@ The UNet and fusion written out are the EMA copy (as DVA's); the transforms are 
 best sparse iterate (an EMA would blur the exact zeros of the pruned groups).
 Training state is checkpointed in ``<out>.tune/`` beside the output, so an
 interrupted run resumes where it stopped (same command, same options), and a finished
-one trains on when rerun with a larger ``steps`` (``check_output``).
+one trains on when rerun with a larger ``steps`` (``check_output``). ``precision``
+``auto`` trains in bf16 mixed precision on CPUs with native bf16 instructions, in fp32
+elsewhere (``s3edit.train.loop``); a run resumes under either.
 
 Scale-out (Hugging Face Accelerate, DDP): the same command runs under ``torchrun
 --nproc_per_node N -m s3edit.cli.app tune ...`` on CPUs (gloo) or GPUs (NCCL), or

@@ -192,7 +192,13 @@ def warp_to(image: np.ndarray, landmarks: np.ndarray, moved: np.ndarray) -> np.n
     keep = np.concatenate([landmarks[FIXED_POINTS], corners])
     targets = np.concatenate([moved[MOUTH[0]:MOUTH[1]], keep])  # where points go
     sources = np.concatenate([landmarks[MOUTH[0]:MOUTH[1]], keep])  # where they come from
-    back = RBFInterpolator(targets, sources - targets, kernel="thin_plate_spline")
+    # Coincident nodes (dlib puts two landmarks on one pixel on some faces) make the spline's
+    # system singular: one node each, with the mean of their displacements.
+    nodes, which = np.unique(targets, axis=0, return_inverse=True)
+    shifts = np.zeros_like(nodes)
+    np.add.at(shifts, which.ravel(), sources - targets)
+    shifts /= np.bincount(which.ravel())[:, None]
+    back = RBFInterpolator(nodes, shifts, kernel="thin_plate_spline")
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
     where = (grid + back(grid)).reshape(size, size, 2).astype(np.float32)

@@ -168,6 +168,20 @@ def test_the_warp_carries_the_mouth_to_the_moved_landmarks_and_keeps_the_rest(al
     assert np.abs(out[5:8, 5:8] - 30).max() < 8  # far from the mouth the warp moves well under a pixel
 
 
+def test_the_warp_takes_landmarks_that_coincide(aligned):
+    """Some faces have two landmarks on one pixel: the spline takes that point once and
+    still carries the mouth corner to its moved place (the system would be singular)."""
+    lnd = load_portraits(aligned).arrays["landmarks"][0].astype(np.float64)
+    lnd[0] = lnd[1]  # jaw point 0 on jaw point 1
+    image = np.full((64, 64, 3), 100, np.uint8)
+    corner = np.rint(lnd[48]).astype(int)
+    image[corner[1] - 1:corner[1] + 2, corner[0] - 1:corner[0] + 2] = 250
+    np.testing.assert_array_equal(warp_to(image, lnd, lnd), image)
+    moved = smile_moves(lnd, CLASSIC_SMILE)
+    ys, xs = np.nonzero(warp_to(image, lnd, moved)[..., 0] > 175)
+    assert np.linalg.norm(np.array([xs.mean(), ys.mean()]) - (moved[48] + corner - lnd[48])) < 0.75
+
+
 def test_draw_smile_changes_the_smiling_region_only_and_shows_teeth(aligned):
     portraits = load_portraits(aligned)
     crop, lnd = portraits.arrays["crops"][0], portraits.arrays["landmarks"][0]
