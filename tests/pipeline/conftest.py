@@ -88,7 +88,8 @@ def encoded_master(aligned_master, small_weights, tmp_path_factory) -> Path:
     from s3edit.pipeline.options import run_options
 
     root = Path(shutil.copytree(aligned_master, tmp_path_factory.mktemp("enc") / "astronaut.s3job"))
-    enc.encode_job(root, run_options(small_weights, steps=TINY.steps, batch_size=6, device="cpu"))
+    # fp32 on every CPU: tests compare the stored x_T with ddim_encode's in fp32
+    enc.encode_job(root, run_options(small_weights, steps=TINY.steps, batch_size=6, device="cpu", precision="fp32"))
     return root
 
 

@@ -109,9 +109,12 @@ def test_untuned_cluster_transforms_change_nothing(small_weights):
 
 
 def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights, tiny):
-    recon = ed.edit_job(encoded, [], run_of(encoded))
-    zero = ed.edit_job(encoded, [("Eyeglasses", 0.0)], run_of(encoded))
-    edited = ed.edit_job(encoded, [("Eyeglasses", 0.6)], run_of(encoded), region="whole")
+    """fp32 on every CPU, so that the stage's decode is compared with ``ddim_decode``'s to
+    the bit (bf16 rounds differently per batch layout; tests/pipeline/test_precision.py)."""
+    run = run_of(encoded, precision="fp32")
+    recon = ed.edit_job(encoded, [], run)
+    zero = ed.edit_job(encoded, [("Eyeglasses", 0.0)], run)
+    edited = ed.edit_job(encoded, [("Eyeglasses", 0.6)], run, region="whole")
     assert recon.name == f"recon__s{tiny.steps}" and zero.name == f"Eyeglasses+0__s{tiny.steps}"
     a, b, c = (crops_of(encoded, r.name) for r in (recon, zero, edited))
     assert len(a) == recon.frames == len(Job.open(encoded).aligned_frames().indices)

@@ -90,15 +90,17 @@ def test_interrupted_encode_resumes_at_the_next_chunk(aligned, small_weights, en
 
     monkeypatch.setattr(ddim, "ddim_encode", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu"))
+        enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu",
+                                             precision="fp32"))
     kept = sorted((aligned / "latents").glob("xT.*"))
     assert len(kept) == 2 and not Job.open(aligned).is_done("encode")
     mtimes = [p.stat().st_mtime_ns for p in kept]
     calls["n"] = -100
-    enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu"))
+    enc.encode_job(aligned, run_options(small_weights, steps=tiny.steps, batch_size=6, device="cpu",
+                                             precision="fp32"))
     assert [p.stat().st_mtime_ns for p in kept] == mtimes  # finished chunks were not redone
     assert calls["n"] == -100 + len(enc.load_latents(Job.open(aligned)).chunks) - 2
-    # and the result equals an uninterrupted run
+    # and the result equals an uninterrupted run (encoded_master's, also fp32)
     a = torch.cat([x for _, x in enc.iter_x_T(enc.load_latents(Job.open(aligned)))])
     b = torch.cat([x for _, x in enc.iter_x_T(enc.load_latents(Job.open(encoded_master)))])
     torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -26,7 +26,7 @@ def test_corrections_reencode_x_T_only_and_are_kept(encoded, small_weights, tiny
     assert job.stage("encode")["params"]["fixed_point"] == 2  # the default, recorded
     assert run_options(job=job, device="cpu").fixed_point == 2
     semantics = (encoded / "latents" / SEMANTICS_FILE).stat().st_mtime_ns
-    run = run_options(small_weights, steps=tiny.steps, device="cpu", fixed_point=3)
+    run = run_options(small_weights, steps=tiny.steps, device="cpu", fixed_point=3, precision="fp32")
     latents = enc.encode_job(encoded, run)
     job = Job.open(encoded)
     assert job.stage("encode")["params"]["fixed_point"] == 3 and job.is_done("encode")

@@ -94,7 +94,7 @@ def test_another_sampler_reencodes_x_T_only(encoded, small_weights, tiny):
     assert job.stage("encode")["params"]["identity"] == "l2norm_mean"
     semantics = (encoded / "latents" / SEMANTICS_FILE).stat().st_mtime_ns
     old = torch.cat([x for _, x in enc.iter_x_T(enc.load_latents(job))])
-    run = run_options(small_weights, steps=tiny.steps, device="cpu", sampler="dva")
+    run = run_options(small_weights, steps=tiny.steps, device="cpu", sampler="dva", precision="fp32")
     latents = enc.encode_job(encoded, run)
     job = Job.open(encoded)
     assert job.stage("encode")["params"]["sampler"] == "dva" and job.is_done("encode")
@@ -110,11 +110,12 @@ def test_another_sampler_reencodes_x_T_only(encoded, small_weights, tiny):
 
 
 def test_an_edit_with_another_sampler_reencodes_and_names_it(encoded, tiny):
-    first = ed.edit_job(encoded, [("Young", 0.5)], run_options(job=Job.open(encoded), device="cpu"))
+    fp32 = dict(device="cpu", precision="fp32")  # compared with ddim_decode's fp32 below
+    first = ed.edit_job(encoded, [("Young", 0.5)], run_options(job=Job.open(encoded), **fp32))
     record = json.loads((first.folder / EDIT_FILE).read_text())["params"]
     assert record["sampler"] == "s3edit" and record["encode"]["sampler"] == "s3edit"
     dva = ed.edit_job(encoded, [("Young", 0.5)],
-                      run_options(job=Job.open(encoded), device="cpu", sampler="dva"))
+                      run_options(job=Job.open(encoded), sampler="dva", **fp32))
     job = Job.open(encoded)
     assert job.stage("encode")["params"]["sampler"] == "dva"
     assert dva.name == first.name and dva.decoded == dva.frames  # redone, not skipped
