@@ -37,9 +37,9 @@ progress and writes the output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

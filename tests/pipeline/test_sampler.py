@@ -110,7 +110,7 @@ def test_another_sampler_reencodes_x_T_only(encoded, small_weights, tiny):
 
 
 def test_an_edit_with_another_sampler_reencodes_and_names_it(encoded, tiny):
-    fp32 = dict(device="cpu", precision="fp32")  # compared with ddim_decode's fp32 below
+    fp32 = {"device": "cpu", "precision": "fp32"}  # compared with ddim_decode's fp32 below
     first = ed.edit_job(encoded, [("Young", 0.5)], run_options(job=Job.open(encoded), **fp32))
     record = json.loads((first.folder / EDIT_FILE).read_text())["params"]
     assert record["sampler"] == "s3edit" and record["encode"]["sampler"] == "s3edit"
