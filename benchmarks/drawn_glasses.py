@@ -1,0 +1,90 @@
+"""How steady can drawn glasses be? The warp-error yardstick for an Eyeglasses edit.
+
+    python benchmarks/drawn_glasses.py                      # the two shared validation clips
+    python benchmarks/drawn_glasses.py --clips CLIP.mp4 --frames 50 --out drawn
+
+An edit's "warp x" (``benchmarks/default_model.py``; docs/metrics.md) is the face's warp
+error in the edit over the source's. Glasses add dark, sharp edges to the face, and any
+error of the source's optical flow or any jitter of where they sit costs more on such
+edges than on skin, so even glasses that never change shape score above 1. This script
+measures that floor: for each clip's first ``--frames`` frames (aligned with ``s3edit
+align``, one job per clip in ``--out``), it draws the classic glasses
+(``s3edit.portraits.glasses.CLASSIC``, the drawing the decoder learns from its pairs) on
+every frame at full resolution, once from the align stage's smoothed landmarks (those
+the paste-back follows) and once from each frame's own detected landmarks, writes both
+videos and scores them with ``s3edit.pipeline.score``. Printed per clip and variant: the
+source's and the drawing's face warp errors and their ratio. An Eyeglasses edit whose
+ratio is near the smoothed drawing's is as steady as a drawing that follows the face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CLIPS = ROOT.parent / "shared" / "clips"
+DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
+
+
+def draw_video(clip: Path, landmarks, valid, out: Path) -> Path:
+    """The clip's first ``len(valid)`` frames with the classic glasses drawn on every
+    valid frame from ``landmarks`` (N, 68, 2) frame px, written to ``out``."""
+    from s3edit.portraits.glasses import CLASSIC, draw_glasses
+    from s3edit.video.io import VideoWriter, iter_frames, probe
+
+    info = probe(clip)
+    with VideoWriter(out, info, trim_audio=True) as writer:
+        for frame in iter_frames(info.path, stop=len(valid)):
+            i = frame.index
+            image = draw_glasses(frame.image, landmarks[i], CLASSIC) if valid[i] else frame.image
+            writer.write(image, frame.pts)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=Path, nargs="+", default=None,
+                        help="videos (default: the two shared validation clips)")
+    parser.add_argument("--frames", type=int, default=50, help="only the first N frames of each clip")
+    parser.add_argument("--out", type=Path, default=Path("drawn-glasses"), help="jobs and videos go here")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from s3edit.pipeline.align import align_video
+    from s3edit.pipeline.score import score
+
+    clips = args.clips or [SHARED_CLIPS / name for name in DEFAULT_CLIPS]
+    missing = [str(c) for c in clips if not c.is_file()]
+    if missing:
+        raise SystemExit(f"missing clips: {', '.join(missing)} (the defaults need ../shared/clips)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    rows = []
+    for clip in clips:
+        # only the landmarks are used: the smallest crops keep the alignment quick
+        job = align_video(clip, args.out / f"{clip.stem}.s3job", size=64, max_frames=args.frames)
+        track, found = job.read_track("landmarks", "valid"), job.read_detections()
+        detected = np.zeros_like(track["landmarks"])
+        detected[found["frame"]] = found["landmarks"]  # frames with no detection stay invalid below
+        has_own = np.zeros_like(track["valid"])
+        has_own[found["frame"]] = True
+        variants = {"smoothed": (track["landmarks"], track["valid"]),  # what the paste-back follows
+                    "detected": (detected, track["valid"] & has_own)}  # each frame's own
+        for name, (landmarks, valid) in variants.items():
+            video = draw_video(clip, landmarks, valid, args.out / f"{clip.stem}__drawn_{name}.mp4")
+            report = score(job.root, video)
+            rows.append((clip.name, name, report.warp_source_face, report.warp_edited_face,
+                         report.warp_edited_face / report.warp_source_face))
+    print(f"\nclassic glasses drawn at full resolution, first {args.frames} frames; face warp errors "
+          "(0-255); load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
+              *load_before, *os.getloadavg()))
+    print(f"{'clip':<36} {'landmarks':<10} {'source':>8} {'drawn':>8} {'warp x':>8}")
+    for clip, name, source, drawn, ratio in rows:
+        print(f"{clip:<36} {name:<10} {source:>8.3f} {drawn:>8.3f} {ratio:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
