@@ -78,9 +78,9 @@ def main() -> None:
             report = score(job.root, video)
             rows.append((clip.name, name, report.warp_source_face, report.warp_edited_face,
                          report.warp_edited_face / report.warp_source_face))
-    print(f"\nclassic glasses drawn at full resolution, first {args.frames} frames; face warp errors "
-          "(0-255); load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
-              *load_before, *os.getloadavg()))
+    load = " ".join(f"{x:.2f}" for x in load_before) + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nclassic glasses drawn at full resolution, first {args.frames} frames; face warp errors (0-255); "
+          f"load average (1, 5, 15 min) before {load}")
     print(f"{'clip':<36} {'landmarks':<10} {'source':>8} {'drawn':>8} {'warp x':>8}")
     for clip, name, source, drawn, ratio in rows:
         print(f"{clip:<36} {name:<10} {source:>8.3f} {drawn:>8.3f} {ratio:>8.2f}")
