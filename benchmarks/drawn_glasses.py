@@ -2,13 +2,15 @@
 
     python benchmarks/drawn_glasses.py                      # the two shared validation clips
     python benchmarks/drawn_glasses.py --clips CLIP.mp4 --frames 50 --out drawn
+    python benchmarks/drawn_glasses.py --sigma-centre 3 --sigma-axes 6 --out drawn-smoother
 
 An edit's "warp x" (``benchmarks/default_model.py``; docs/metrics.md) is the face's warp
 error in the edit over the source's. Glasses add dark, sharp edges to the face, and any
 error of the source's optical flow or any jitter of where they sit costs more on such
 edges than on skin, so even glasses that never change shape score above 1. This script
 measures that floor: for each clip's first ``--frames`` frames (aligned with ``s3edit
-align``, one job per clip in ``--out``), it draws the classic glasses
+align``, one job per clip in ``--out``; ``--sigma-centre`` and ``--sigma-axes`` as
+align's), it draws the classic glasses
 (``s3edit.portraits.glasses.CLASSIC``, the drawing the decoder learns from its pairs) on
 every frame at full resolution, once from the align stage's smoothed landmarks (those
 the paste-back follows) and once from each frame's own detected landmarks, writes both
@@ -49,6 +51,10 @@ def main() -> None:
                         help="videos (default: the two shared validation clips)")
     parser.add_argument("--frames", type=int, default=50, help="only the first N frames of each clip")
     parser.add_argument("--out", type=Path, default=Path("drawn-glasses"), help="jobs and videos go here")
+    parser.add_argument("--sigma-centre", type=float, default=None,
+                        help="the align stage's smoothing of the landmarks and crop centre, frames (align's default)")
+    parser.add_argument("--sigma-axes", type=float, default=None,
+                        help="the align stage's smoothing of the crop size and angle, frames (align's default)")
     args = parser.parse_args()
 
     import numpy as np
@@ -65,7 +71,9 @@ def main() -> None:
     rows = []
     for clip in clips:
         # only the landmarks are used: the smallest crops keep the alignment quick
-        job = align_video(clip, args.out / f"{clip.stem}.s3job", size=64, max_frames=args.frames)
+        smoothing = {k: v for k, v in (("sigma_centre", args.sigma_centre), ("sigma_axes", args.sigma_axes))
+                     if v is not None}
+        job = align_video(clip, args.out / f"{clip.stem}.s3job", size=64, max_frames=args.frames, **smoothing)
         track, found = job.read_track("landmarks", "valid"), job.read_detections()
         detected = np.zeros_like(track["landmarks"])
         detected[found["frame"]] = found["landmarks"]  # frames with no detection stay invalid below
