@@ -69,10 +69,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     rows = []
+    smoothing = {k: v for k, v in (("sigma_centre", args.sigma_centre), ("sigma_axes", args.sigma_axes))
+                 if v is not None}  # the rest as align's defaults
     for clip in clips:
-        # only the landmarks are used: the smallest crops keep the alignment quick
-        smoothing = {k: v for k, v in (("sigma_centre", args.sigma_centre), ("sigma_axes", args.sigma_axes))
-                     if v is not None}
+        # only the landmarks are used: 64-px crops keep the alignment quick
         job = align_video(clip, args.out / f"{clip.stem}.s3job", size=64, max_frames=args.frames, **smoothing)
         track, found = job.read_track("landmarks", "valid"), job.read_detections()
         detected = np.zeros_like(track["landmarks"])
