@@ -3,6 +3,7 @@
     python benchmarks/drawn_glasses.py                      # the two shared validation clips
     python benchmarks/drawn_glasses.py --clips CLIP.mp4 --frames 50 --out drawn
     python benchmarks/drawn_glasses.py --sigma-centre 3 --sigma-axes 6 --out drawn-smoother
+    python benchmarks/drawn_glasses.py --soften 2 --out drawn-soft
 
 An edit's "warp x" (``benchmarks/default_model.py``; docs/metrics.md) is the face's warp
 error in the edit over the source's. Glasses add dark, sharp edges to the face, and any
@@ -12,7 +13,8 @@ measures that floor: for each clip's first ``--frames`` frames (aligned with ``s
 align``, one job per clip in ``--out``; ``--sigma-centre`` and ``--sigma-axes`` as
 align's), it draws the classic glasses
 (``s3edit.portraits.glasses.CLASSIC``, the drawing the decoder learns from its pairs) on
-every frame at full resolution, once from the align stage's smoothed landmarks (those
+every frame at full resolution (or, with ``--soften``, its change blurred as an edit drawn
+in a small crop and scaled up is), once from the align stage's smoothed landmarks (those
 the paste-back follows) and once from each frame's own detected landmarks, writes both
 videos and scores them with ``s3edit.pipeline.score``. Printed per clip and variant: the
 source's and the drawing's face warp errors and their ratio. An Eyeglasses edit whose
@@ -30,17 +32,27 @@ SHARED_CLIPS = ROOT.parent / "shared" / "clips"
 DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
 
 
-def draw_video(clip: Path, landmarks, valid, out: Path) -> Path:
+def draw_video(clip: Path, landmarks, valid, out: Path, soften: float = 0.0) -> Path:
     """The clip's first ``len(valid)`` frames with the classic glasses drawn on every
-    valid frame from ``landmarks`` (N, 68, 2) frame px, written to ``out``."""
+    valid frame from ``landmarks`` (N, 68, 2) frame px, written to ``out``. ``soften``:
+    the drawing's change to the frame blurred by a Gaussian of that sigma (frame px), as
+    a drawing made at a lower resolution and scaled up would be."""
+    import cv2
+    import numpy as np
+
     from s3edit.portraits.glasses import CLASSIC, draw_glasses
     from s3edit.video.io import VideoWriter, iter_frames, probe
 
     info = probe(clip)
     with VideoWriter(out, info, trim_audio=True) as writer:
         for frame in iter_frames(info.path, stop=len(valid)):
-            i = frame.index
-            image = draw_glasses(frame.image, landmarks[i], CLASSIC) if valid[i] else frame.image
+            image = frame.image
+            if valid[frame.index]:
+                drawn = draw_glasses(image, landmarks[frame.index], CLASSIC)
+                if soften > 0:
+                    change = cv2.GaussianBlur(drawn.astype(np.float32) - image, (0, 0), soften)
+                    drawn = np.clip(np.rint(image + change), 0, 255).astype(np.uint8)
+                image = drawn
             writer.write(image, frame.pts)
     return out
 
@@ -55,6 +67,8 @@ def main() -> None:
                         help="the align stage's smoothing of the landmarks and crop centre, frames (align's default)")
     parser.add_argument("--sigma-axes", type=float, default=None,
                         help="the align stage's smoothing of the crop size and angle, frames (align's default)")
+    parser.add_argument("--soften", type=float, default=0.0,
+                        help="blur the drawing's change by this sigma, frame px (a 64-px edit scaled up is soft)")
     args = parser.parse_args()
 
     import numpy as np
@@ -82,12 +96,13 @@ def main() -> None:
         variants = {"smoothed": (track["landmarks"], track["valid"]),  # what the paste-back follows
                     "detected": (detected, track["valid"] & has_own)}  # each frame's own
         for name, (landmarks, valid) in variants.items():
-            video = draw_video(clip, landmarks, valid, args.out / f"{clip.stem}__drawn_{name}.mp4")
+            video = draw_video(clip, landmarks, valid, args.out / f"{clip.stem}__drawn_{name}.mp4", args.soften)
             report = score(job.root, video)
             rows.append((clip.name, name, report.warp_source_face, report.warp_edited_face,
                          report.warp_edited_face / report.warp_source_face))
     load = " ".join(f"{x:.2f}" for x in load_before) + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nclassic glasses drawn at full resolution, first {args.frames} frames; face warp errors (0-255); "
+    drawn_as = f"softened by sigma {args.soften:g} px" if args.soften > 0 else "at full resolution"
+    print(f"\nclassic glasses drawn {drawn_as}, first {args.frames} frames; face warp errors (0-255); "
           f"load average (1, 5, 15 min) before {load}")
     print(f"{'clip':<36} {'landmarks':<10} {'source':>8} {'drawn':>8} {'warp x':>8}")
     for clip, name, source, drawn, ratio in rows:
