@@ -20,8 +20,8 @@ videos and scores them with ``s3edit.pipeline.score``. Printed per clip and vari
 source's and the drawing's face warp errors and their ratio. An Eyeglasses edit whose
 ratio is near the smoothed drawing's is as steady as a drawing that follows the face.
 For an edit made in S-px crops, half a crop pixel (the face crop's side in frame pixels
-over 2 S) is about how soft its lines are once scaled up: the ``--soften`` to compare it
-with.
+over 2 S; the table gives the side) is about how soft its lines are once scaled up: the
+``--soften`` to compare it with.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def main() -> None:
     for clip in clips:
         # only the landmarks are used: 64-px crops keep the alignment quick
         job = align_video(clip, args.out / f"{clip.stem}.s3job", size=64, max_frames=args.frames, **smoothing)
-        track, found = job.read_track("landmarks", "valid"), job.read_detections()
+        track, found = job.read_track("landmarks", "valid", "quads"), job.read_detections()
+        quads = track["quads"][track["valid"]]  # (TL, BL, BR, TR) of each face crop, frame px
+        side = float(np.median(np.linalg.norm(quads[:, 0] - quads[:, 3], axis=-1)))
         detected = np.zeros_like(track["landmarks"])
         detected[found["frame"]] = found["landmarks"]  # frames with no detection stay invalid below
         has_own = np.zeros_like(track["valid"])
@@ -101,15 +103,16 @@ def main() -> None:
         for name, (landmarks, valid) in variants.items():
             video = draw_video(clip, landmarks, valid, args.out / f"{clip.stem}__drawn_{name}.mp4", args.soften)
             report = score(job.root, video)
-            rows.append((clip.name, name, report.warp_source_face, report.warp_edited_face,
+            rows.append((clip.name, name, side, report.warp_source_face, report.warp_edited_face,
                          report.warp_edited_face / report.warp_source_face))
     load = " ".join(f"{x:.2f}" for x in load_before) + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     drawn_as = f"softened by sigma {args.soften:g} px" if args.soften > 0 else "at full resolution"
     print(f"\nclassic glasses drawn {drawn_as}, first {args.frames} frames; face warp errors (0-255); "
           f"load average (1, 5, 15 min) before {load}")
-    print(f"{'clip':<36} {'landmarks':<10} {'source':>8} {'drawn':>8} {'warp x':>8}")
-    for clip, name, source, drawn, ratio in rows:
-        print(f"{clip:<36} {name:<10} {source:>8.3f} {drawn:>8.3f} {ratio:>8.2f}")
+    print("crop side = the face crop's median side in frame px (half a pixel of an S-px crop: side / 2S)")
+    print(f"{'clip':<36} {'landmarks':<10} {'crop side':>9} {'source':>8} {'drawn':>8} {'warp x':>8}")
+    for clip, name, side, source, drawn, ratio in rows:
+        print(f"{clip:<36} {name:<10} {side:>9.0f} {source:>8.3f} {drawn:>8.3f} {ratio:>8.2f}")
 
 
 if __name__ == "__main__":
