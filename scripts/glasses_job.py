@@ -2,6 +2,7 @@
 
     python scripts/glasses_job.py ~/.cache/s3edit/faces-aligned                   # -> .../glasses-job
     python scripts/glasses_job.py ~/.cache/s3edit/faces-aligned --style classic   # -> .../classic-glasses-job
+    python scripts/glasses_job.py ~/.cache/s3edit/faces-aligned --style sunglasses  # -> .../sunglasses-job
     python scripts/glasses_job.py ~/.cache/s3edit/faces-aligned --style classic --source congress \\
         --unless-glasses default --name congress-classic-glasses-job
 
@@ -11,7 +12,8 @@ the same crop with glasses drawn from its landmarks (``s3edit.portraits.glasses`
 (default) seeds each face's style by its row and ``--seed``, as ``fit_heads.py`` does:
 the head's positives. ``--style classic`` draws one fixed style (bold black frames):
 the edit pairs the default model's decoder is taught Eyeglasses from (``s3edit tune
---pairs``). ``--unless-glasses W`` skips the faces that weight set's Eyeglasses head
+--pairs``); ``--style sunglasses`` (round, dark lenses) those it is taught Sunglasses
+from, the second style, an attribute of its own. ``--unless-glasses W`` skips the faces that weight set's Eyeglasses head
 takes to wear glasses already (probability >= ``--below``): Congress photos have no
 glasses label, and many of them show real glasses. No real eyeglasses label exists in
 ``../shared/faces``.
@@ -26,14 +28,16 @@ import typer
 
 from s3edit import console
 from s3edit.portraits.heads import GLASSES_SOURCES, rows_without
-from s3edit.portraits.prepare import CLASSIC_GLASSES_JOB_DIR, GLASSES_JOB_DIR, load_portraits, pairs_path, write_glasses_job
+from s3edit.portraits.prepare import (
+    CLASSIC_GLASSES_JOB_DIR, GLASSES_JOB_DIR, SUNGLASSES_JOB_DIR, load_portraits, pairs_path, write_glasses_job,
+)
 from s3edit.errors import S3EditError
 
 
 def main(
     data: Path = typer.Argument(..., help="Aligned dataset folder (scripts/prepare_faces.py)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random styles (fit_heads.py's --seed)."),
-    style: str = typer.Option("random", "--style", help="random (a style per face) or classic (one style)."),
+    style: str = typer.Option("random", "--style", help="random (a style per face), classic or sunglasses (one style)."),
     source: list[str] = typer.Option([], "--source", help="Collections to draw on (repeatable; default: "
                                      + ", ".join(GLASSES_SOURCES) + ")."),
     unless_glasses: str = typer.Option(None, "--unless-glasses", help="Weight set whose Eyeglasses head "
@@ -41,14 +45,14 @@ def main(
     below: float = typer.Option(0.5, "--below", min=0.0, max=1.0, help="Keep faces whose glasses probability is below this."),
     name: str = typer.Option(None, "--name", help="Job folder name in DATA (default: glasses-job, or classic-glasses-job)."),
 ) -> None:
-    """Write DATA/glasses-job (or DATA/classic-glasses-job, or DATA/NAME) and its pairs file; replaces earlier ones.
+    """Write DATA/glasses-job (or DATA/classic-glasses-job, DATA/sunglasses-job, DATA/NAME) and its pairs file; replaces earlier ones.
 
     Example: python scripts/glasses_job.py ~/.cache/s3edit/faces-aligned --style classic
     """
     try:
         data = data.expanduser()
         portraits = load_portraits(data)
-        name = name or (CLASSIC_GLASSES_JOB_DIR if style == "classic" else GLASSES_JOB_DIR)
+        name = name or {"classic": CLASSIC_GLASSES_JOB_DIR, "sunglasses": SUNGLASSES_JOB_DIR}.get(style, GLASSES_JOB_DIR)
         sources = tuple(source) or GLASSES_SOURCES
         rows = np.array([i for i, item in enumerate(portraits.items) if item.get("source") in sources], np.int64)
         if unless_glasses is not None:

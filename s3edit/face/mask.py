@@ -164,9 +164,9 @@ class AttributeRegion:
 
 # Attributes whose edit is local, with the region it may change. Eyeglasses: the eyes'
 # box widened by 0.75 eye distances across and 0.4 up and down, which holds every pixel
-# the classic glasses of ``s3edit.portraits.glasses`` draw, temples to the face's edge
-# included (tests/face/test_mask.py), and leaves out the cheeks and most of the brows,
-# which an edit of the small default model darkens. Smiling: the mouth's box widened by
+# the classic glasses and the sunglasses of ``s3edit.portraits.glasses`` draw, temples to
+# the face's edge included (tests/face/test_mask.py), and leaves out the cheeks and most
+# of the brows, which an edit of the small default model darkens; Sunglasses has the same. Smiling: the mouth's box widened by
 # SMILE_PAD, which holds the corners of a smile (wider than the neutral mouth they are
 # measured on), the cheeks beside them up to the nostrils and the chin below (docs/edit.md;
 # the London pairs' differences, tests/face/test_mask.py). Attributes not listed may
@@ -174,6 +174,7 @@ class AttributeRegion:
 SMILE_PAD = (0.45, 0.4, 0.3)
 ATTRIBUTE_REGIONS: dict[str, AttributeRegion] = {
     "Eyeglasses": AttributeRegion(EYES, (0.75, 0.4)),
+    "Sunglasses": AttributeRegion(EYES, (0.75, 0.4)),
     "Smiling": AttributeRegion(MOUTH, SMILE_PAD),
 }
 # Soft edge of an edit region: Gaussian sigma as a share of the crop side (1 px at 64 px,

@@ -214,7 +214,23 @@ def draw_glasses(image: np.ndarray, landmarks: np.ndarray, style: GlassesStyle) 
 CLASSIC = GlassesStyle(shape="rectangular", half_width=0.43, aspect=0.62, exponent=3.5, bridge=0.2,
                        drop=0.04, thickness=0.075, frame_colour=FRAME_COLOURS[0], tint=CLEAR_TINT,
                        lens_alpha=0.1, temples=True, top_bar=False)
-STYLES = {"random": None, "classic": CLASSIC}  # --style names: None = random_style per face
+# The decoder's second style, taught as an attribute of its own (``Sunglasses``, the
+# edit pairs of ``scripts/glasses_job.py --style sunglasses``): round sunglasses, thin
+# gold metal frames and dark grey lenses that leave the eyes faintly visible. Round
+# rather than rectangular and tinted rather than clear, so that the two styles differ
+# in every way the decoder can see; small enough to stay inside the eyes' edit region
+# (``s3edit.face.mask.ATTRIBUTE_REGIONS``, tests/face/test_mask.py).
+SUNGLASSES = GlassesStyle(shape="round", half_width=0.4, aspect=0.85, exponent=2.2, bridge=0.2,
+                          drop=0.05, thickness=0.035, frame_colour=FRAME_COLOURS[3], tint=TINTS[0],
+                          lens_alpha=0.78, temples=True, top_bar=False)
+STYLES = {"random": None, "classic": CLASSIC, "sunglasses": SUNGLASSES}  # --style names: None = random_style per face
+# The attribute whose edit each style's pairs teach (``write_glasses_job``).
+STYLE_ATTRIBUTES = {"random": "Eyeglasses", "classic": "Eyeglasses", "sunglasses": "Sunglasses"}
+
+
+def is_tinted(style: GlassesStyle) -> bool:
+    """Whether ``style`` is sunglasses (tinted lenses; ``random_style``'s ``tinted_share``)."""
+    return style.tint != CLEAR_TINT
 
 
 def style_for(seed: int, key: int) -> GlassesStyle:

@@ -230,6 +230,7 @@ SHARDS_DIR = "shards"
 JOB_DIR = "job"
 GLASSES_JOB_DIR = "glasses-job"
 CLASSIC_GLASSES_JOB_DIR = "classic-glasses-job"
+SUNGLASSES_JOB_DIR = "sunglasses-job"
 SMILING_JOB_DIR = "smiling-job"
 CLASSIC_SMILING_JOB_DIR = "classic-smiling-job"
 CHUNK = 64  # portraits per resume point
@@ -505,12 +506,13 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     s3edit job beside ``job/`` -> (job_dir, twins). Same crops, landmarks and quads,
     glasses drawn in ``style_for(seed, row)`` (``style="random"``; with ``seed`` equal
     to ``fit_heads.py``'s, the very images the head's positives come from) or in one
-    named style for all (``"classic"``: ``s3edit.portraits.glasses.STYLES``). Beside the
-    job, ``<job_dir>-pairs.json`` (``s3edit.train.pairs``) pairs each twin with its
-    face in ``job/`` for ``s3edit tune --pairs``. ``rows``: the faces to draw on
+    named style for all (``"classic"``, ``"sunglasses"``: ``s3edit.portraits.glasses.STYLES``).
+    Beside the job, ``<job_dir>-pairs.json`` (``s3edit.train.pairs``) pairs each twin with
+    its face in ``job/`` for ``s3edit tune --pairs``, as an edit of the style's attribute
+    (``STYLE_ATTRIBUTES``: Eyeglasses, or Sunglasses). ``rows``: the faces to draw on
     (default: those the Eyeglasses head is fitted on, ``glasses_rows``). Replaces
     earlier ones."""
-    from s3edit.portraits.glasses import STYLES, glasses_twins
+    from s3edit.portraits.glasses import STYLE_ATTRIBUTES, STYLES, glasses_twins
     from s3edit.portraits.heads import glasses_rows
     from s3edit.train.pairs import write_pairs
 
@@ -524,7 +526,7 @@ def write_glasses_job(portraits: Portraits, job_dir: Path, seed: int = 0, style:
     arrays["crops"] = glasses_twins(arrays["crops"], arrays["landmarks"], arrays["rows"], seed, STYLES[style])
     params = {**portraits.meta["params"], "glasses_seed": seed, "glasses_style": style}
     write_stills_job(job_dir, arrays, params)
-    write_pairs(pairs_path(job_dir), "Eyeglasses", job_dir.parent / JOB_DIR, job_dir,
+    write_pairs(pairs_path(job_dir), STYLE_ATTRIBUTES[style], job_dir.parent / JOB_DIR, job_dir,
                 np.stack([idx, np.arange(len(idx))], axis=1),
                 note=f"frame k of {job_dir.name} is frame idx[k] of {JOB_DIR} with glasses drawn "
                      f"from its landmarks (style {style}, seed {seed}; s3edit.portraits.glasses)")

@@ -95,16 +95,18 @@ def test_defaults_scale_with_crop_size():
 # --- attribute regions -------------------------------------------------------------------
 
 
-def test_the_eyeglasses_region_holds_every_pixel_the_classic_glasses_change():
+@pytest.mark.parametrize("style, attribute", [("classic", "Eyeglasses"), ("sunglasses", "Sunglasses")])
+def test_the_glasses_regions_hold_every_pixel_their_decoder_styles_change(style, attribute):
     from skimage import data as skdata
 
-    from s3edit.portraits.glasses import CLASSIC, draw_glasses
+    from s3edit.portraits.glasses import STYLE_ATTRIBUTES, STYLES, draw_glasses
     from s3edit.face.detect import make_detector
 
+    assert STYLE_ATTRIBUTES[style] == attribute
     image = skdata.astronaut()
     lm = make_detector("dlib").detect(image)[0].landmarks
-    changed = (draw_glasses(image, lm, CLASSIC) != image).any(-1)
-    region = attribute_region("Eyeglasses", torch.from_numpy(lm).float()[None], 512)[0].numpy()
+    changed = (draw_glasses(image, lm, STYLES[style]) != image).any(-1)
+    region = attribute_region(attribute, torch.from_numpy(lm).float()[None], 512)[0].numpy()
     assert changed.sum() > 1000 and not (changed & ~region).any()
     assert region.mean() < 0.1  # the eyes of a face a fifth of the photo wide
 

@@ -11,7 +11,7 @@ from skimage import data
 
 from s3edit.portraits.prepare import (
     ARRAYS_FILE, GLASSES_JOB_DIR, JOB_DIR, META_FILE, PrepareConfig, align_portrait, largest_face,
-    load_portraits, pad_image, prepare_portraits, write_glasses_job, pairs_path, CLASSIC_GLASSES_JOB_DIR,
+    load_portraits, pad_image, prepare_portraits, write_glasses_job, pairs_path, CLASSIC_GLASSES_JOB_DIR, SUNGLASSES_JOB_DIR,
 )
 from s3edit.errors import InputError, OutputError
 from s3edit.face.detect import Face, make_detector
@@ -148,6 +148,12 @@ def test_glasses_job_holds_the_twins_of_the_glasses_sources(make_folder, tmp_pat
     np.testing.assert_allclose(((classic.crops[0].permute(1, 2, 0) + 1) * 127.5).numpy(), expected[0], atol=0.01)
     assert not torch.equal(classic.crops, twins.crops)
     assert read_pairs(pairs_path(classic_dir)).frames.tolist() == [[1, 0]]
+    # --style sunglasses: the second style, pairs of the Sunglasses attribute
+    sun_dir, _ = write_glasses_job(portraits, out / SUNGLASSES_JOB_DIR, seed=3, style="sunglasses")
+    sun = load_job_crops(Job.open(sun_dir), 64)
+    assert not torch.equal(sun.crops, classic.crops)
+    sun_pairs = read_pairs(pairs_path(sun_dir))
+    assert sun_pairs.attribute == "Sunglasses" and sun_pairs.frames.tolist() == [[1, 0]]
     with pytest.raises(InputError, match="unknown glasses style 'bold'"):
         write_glasses_job(portraits, out / "x", style="bold")
 
