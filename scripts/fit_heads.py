@@ -3,11 +3,12 @@
 
     python scripts/fit_heads.py                      # ~/.cache/s3edit/faces-aligned -> ~/.cache/s3edit/default-heads
     python scripts/fit_heads.py DATA -o OUT --into SET   # also put them into a weight-set folder
+    python scripts/fit_heads.py DATA -o OUT --add-to SET # fit only the heads SET lacks, add them to it
 
 Reads an aligned dataset (``scripts/prepare_faces.py``), computes z_id of every face
 and of a synthetic-glasses twin of the faces in ``GLASSES_SOURCES`` (dlib's 128-d
 ResNet, torch port, on the aligned crops with their landmarks), fits Eyeglasses,
-Smiling, Male and Young (label rules in ``s3edit.portraits.heads.LABEL_RULES``), prints
+Smiling, Male, Young and Sunglasses (label rules in ``s3edit.portraits.heads.LABEL_RULES``), prints
 held-out accuracies and writes, in OUT:
 
     classifier.safetensors   weight (A, 128), bias (A,), conds_mean/conds_std (1, 128)
@@ -32,14 +33,15 @@ from safetensors.numpy import save_file
 from scipy.stats import spearmanr
 
 from s3edit import console
-from s3edit.portraits.glasses import glasses_twins
+from s3edit.portraits.glasses import glasses_twins, is_tinted, style_for
 from s3edit.portraits.heads import (
-    LABEL_RULES, PortraitHeadsConfig, attach_classifier, embed_aligned, fit_head, glasses_rows,
+    LABEL_RULES, ORTHOGONAL_TO, PortraitHeadsConfig, append_heads, attach_classifier, embed_aligned, fit_head, glasses_rows,
     head_datasets, make_classifier, normalisation, resized, save_classifier, share_positive,
 )
 from s3edit.portraits.prepare import Portraits, load_portraits
 from s3edit.errors import InputError, S3EditError
 from s3edit.face.dlib_resnet import TorchDlibIdentity
+from s3edit.weights.weightset import load_weight_set
 from s3edit.paths import atomic_path
 
 DEFAULT_DATA = Path("~/.cache/s3edit/faces-aligned")
@@ -114,16 +116,20 @@ def main(
     size: int = typer.Option(None, "--size", min=16, help="Crop side z_id is computed at (default: the dataset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split and the glasses styles."),
     into: Path = typer.Option(None, "--into", help="Also put the heads into this weight-set folder."),
+    add_to: Path = typer.Option(None, "--add-to", help="Weight-set folder that gains the heads it lacks: "
+                                "fitted in its normalisation, its own heads kept as they are."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Fit Eyeglasses/Smiling/Male/Young heads on dlib z_id; prints held-out accuracy.
+    """Fit Eyeglasses/Smiling/Male/Young/Sunglasses heads on dlib z_id; prints held-out accuracy.
 
     Example: python scripts/fit_heads.py ~/.cache/s3edit/faces-aligned -o ~/.cache/s3edit/default-heads
     """
     console.set_quiet(quiet)
     try:
-        report = run(data.expanduser(), out.expanduser(), size, seed, into)
+        if into is not None and add_to is not None:
+            raise InputError("--into replaces a set's heads and --add-to adds to them; give one.")
+        report = run(data.expanduser(), out.expanduser(), size, seed, into, add_to)
     except S3EditError as exc:
         typer.echo(f"error: {exc}", err=True)  # one line, unwrapped (as s3edit's CLI)
         raise typer.Exit(1)
@@ -137,21 +143,42 @@ def main(
                    f"{h['n_positive']} positive; l2 {h['l2']:g}")
 
 
-def run(data: Path, out: Path, size: int | None, seed: int, into: Path | None) -> dict:
+def run(data: Path, out: Path, size: int | None, seed: int, into: Path | None, add_to: Path | None = None) -> dict:
     portraits = load_portraits(data)
     if len(portraits) == 0:
         raise InputError(f"{str(data)!r} holds no aligned faces.")
     cfg = PortraitHeadsConfig(seed=seed)
+    base = None
+    if add_to is not None:
+        # A set that gains a head keeps its others and its normalisation: its edit
+        # directions, and a decoder trained on them, stay as they were.
+        base = load_weight_set(add_to.expanduser()).classifier
+        if base is None:
+            raise InputError(f"weight set {str(add_to)!r} has no heads to add to; use --into.")
+        wanted = [a for a in cfg.attributes if a not in base.names]
+        if not wanted:
+            raise InputError(f"weight set {str(add_to)!r} has every head already ({', '.join(base.names)}).")
+        cfg.attributes = tuple(wanted)
     size = size or int(portraits.meta["params"]["size"])
     z_real, z_glasses, glasses_idx = embeddings(portraits, out, size, seed)
-    mean, std = normalisation(z_real)
-    datasets = head_datasets(portraits.items, z_real, z_glasses, glasses_idx)
+    if base is None:
+        mean, std = normalisation(z_real)
+    else:
+        mean, std = base.conds_mean.double().numpy(), base.conds_std.double().numpy()
+    keys = portraits.arrays["rows"][glasses_idx]
+    tinted = np.array([is_tinted(style_for(seed, int(k))) for k in keys], bool)
+    datasets = head_datasets(portraits.items, z_real, z_glasses, glasses_idx, tinted)
     missing = [a for a in cfg.attributes if a not in datasets]
     if missing:
         raise InputError(f"the dataset has no labels of both classes for {', '.join(missing)}; "
                          "prepare the full ../shared/faces set.")
-    fits = [fit_head(datasets[a], mean, std, cfg.test_fraction, seed) for a in cfg.attributes]
-    classifier = make_classifier(fits, mean, std)
+    rows = {} if base is None else dict(zip(base.names, base.weight.double().numpy()))
+    fits = []
+    for a in cfg.attributes:
+        off = np.array([rows[o] for o in ORTHOGONAL_TO.get(a, ()) if o in rows]).reshape(-1, len(mean[0]))
+        fits.append(fit_head(datasets[a], mean, std, cfg.test_fraction, seed, off=off))
+        rows[a] = fits[-1].weight
+    classifier = make_classifier(fits, mean, std) if base is None else append_heads(base, fits)
     report = {
         "faces": len(portraits), "size": size, "seed": seed, "identity": "dlib_face_recognition_resnet_model_v1 "
         "(torch port, TorchDlibIdentity.embed_crops on the aligned crop + crop landmarks)",
@@ -162,8 +189,8 @@ def run(data: Path, out: Path, size: int | None, seed: int, into: Path | None) -
         "dataset": portraits.meta["params"], "counts": portraits.meta["counts"],
     }
     save_classifier(out, classifier, report)
-    if into is not None:
-        attach_classifier(into, classifier)
+    if into is not None or add_to is not None:
+        attach_classifier(into or add_to.expanduser(), classifier)
     return report
 
 

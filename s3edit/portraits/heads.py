@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from s3edit.errors import WeightsError
+from s3edit.errors import InputError, WeightsError
 from s3edit.model.attributes import Classifier
 from s3edit.weights.hashing import write_checksums
 from s3edit.weights.weightset import CLASSIFIER_FILE, CONFIG_FILE, TENSOR_FILES, read_config
@@ -177,10 +177,16 @@ def choose_l2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid=L2_GRID,
 
 
 def fit_head(data: HeadData, mean: np.ndarray, std: np.ndarray, test_fraction: float = TEST_FRACTION,
-             seed: int = 0, grid=L2_GRID) -> HeadFit:
+             seed: int = 0, grid=L2_GRID, off: np.ndarray | None = None) -> HeadFit:
     """Fit one head: penalty by grouped CV on the training people, accuracy on the
-    held-out people, then the shipped refit on all rows with that penalty."""
+    held-out people, then the shipped refit on all rows with that penalty. ``off``
+    (k, D): rows (other heads' weights, normalised units) the head's weight must be
+    orthogonal to: the features lose their components along them before the fit, so
+    the weight, a sum of feature rows plus the penalty's shrinkage, has none either."""
     x = (data.z - mean) / std
+    if off is not None and len(off):
+        q, _ = np.linalg.qr(np.asarray(off, np.float64).T)  # (D, k) orthonormal basis of their span
+        x = x - (x @ q) @ q.T
     y = data.y
     test = group_split(data.groups, test_fraction, seed)
     if len(np.unique(y[~test])) < 2 or len(np.unique(y[test])) < 2:
@@ -192,6 +198,8 @@ def fit_head(data: HeadData, mean: np.ndarray, std: np.ndarray, test_fraction: f
     by_source = {str(s): accuracy(x[test & (data.sources == s)], y[test & (data.sources == s)], w, b)[0]
                  for s in np.unique(data.sources[test])}
     w_all, b_all = fit_logistic(x, y, l2)
+    if off is not None and len(off):
+        w_all = w_all - q @ (q.T @ w_all)  # exact zero along ``off`` (the optimiser's rounding)
     return HeadFit(
         name=data.name, weight=w_all, bias=b_all, l2=l2, n=len(y), n_positive=int(y.sum()),
         n_train=int((~test).sum()), n_test=int(test.sum()), train_accuracy=train_acc,
@@ -209,6 +217,19 @@ def make_classifier(fits: list[HeadFit], mean: np.ndarray, std: np.ndarray) -> C
         conds_std=f32(std).reshape(1, -1),
         names=[f.name for f in fits],
     )
+
+
+def append_heads(base: Classifier, fits: list[HeadFit]) -> Classifier:
+    """``base`` with the fitted heads ``fits`` as new last rows (float32). The heads must
+    have been fitted in ``base``'s normalisation (``fit_head`` with its conds_mean and
+    conds_std): its own rows, and the edit directions they give, stay as they are."""
+    new = make_classifier(fits, base.conds_mean.double().numpy(), base.conds_std.double().numpy())
+    clash = sorted(set(base.names) & set(new.names))
+    if clash:
+        raise InputError(f"the heads already have {', '.join(clash)}.")
+    return Classifier(weight=torch.cat([base.weight.float(), new.weight]), bias=torch.cat([base.bias.float(), new.bias]),
+                      conds_mean=base.conds_mean.float(), conds_std=base.conds_std.float(),
+                      names=[*base.names, *new.names])
 
 
 def save_classifier(folder: str | Path, classifier: Classifier, report: dict | None = None) -> Path:
@@ -288,6 +309,8 @@ GLASSES_SOURCES = ("london", "canada", "pixabay")
 LABEL_RULES = {
     "Eyeglasses": "synthetic: each face of " + "/".join(GLASSES_SOURCES) + " (0) and the same crop "
                   "with drawn glasses of a random style (1); not real-labelled",
+    "Sunglasses": "synthetic: the random-style twins of the Eyeglasses head with tinted lenses (1) against "
+                  "their faces and the twins with clear lenses (0); not real-labelled",
     "Smiling": "real: faces.csv smiling yes/no (London neutral/smiling pairs)",
     "Male": "real: faces.csv gender male/female (london, canada, pixabay)",
     "Young": f"real: faces.csv age < {YOUNG_AGE} (london, canada); congress members born <= "
@@ -352,6 +375,12 @@ def attach_classifier(weight_set: str | Path, classifier: Classifier) -> Path:
 # --- the default model's heads from an aligned portrait dataset ---------------------------
 
 
+# Heads whose weight is fitted orthogonal to other heads' (``fit_head``'s ``off``): a
+# Sunglasses edit (along its head's row, DVA's rule) must not also carry an Eyeglasses
+# edit, or the decoder's Eyeglasses drawing answers it on faces it has not seen.
+ORTHOGONAL_TO = {"Sunglasses": ("Eyeglasses",)}
+
+
 @dataclass
 class PortraitHeadsConfig:
     """``seed`` (split, folds, glasses styles), ``test_fraction``, ``attributes`` (in
@@ -359,13 +388,15 @@ class PortraitHeadsConfig:
 
     seed: int = 0
     test_fraction: float = TEST_FRACTION
-    attributes: tuple[str, ...] = ("Eyeglasses", "Smiling", "Male", "Young")
+    attributes: tuple[str, ...] = ("Eyeglasses", "Smiling", "Male", "Young", "Sunglasses")
 
 
 def head_datasets(items: list[dict], z_real: np.ndarray, z_glasses: np.ndarray,
-                  glasses_idx: np.ndarray) -> dict[str, HeadData]:
+                  glasses_idx: np.ndarray, tinted: np.ndarray | None = None) -> dict[str, HeadData]:
     """HeadData per attribute. z_real (M, D) of every aligned face (``items`` order);
-    z_glasses (K, D) of the synthetic-glasses twins of faces ``glasses_idx`` (K,)."""
+    z_glasses (K, D) of the synthetic-glasses twins of faces ``glasses_idx`` (K,);
+    tinted (K,) bool: which twins wear sunglasses (``glasses.is_tinted`` of their
+    style), for the Sunglasses head (none without it)."""
     person = np.array([str(it.get("person") or it.get("file")) for it in items])
     source = np.array([str(it.get("source", "")) for it in items])
     data = {}
@@ -375,6 +406,14 @@ def head_datasets(items: list[dict], z_real: np.ndarray, z_glasses: np.ndarray,
             "Eyeglasses", np.concatenate([z_real[g], z_glasses]),
             np.concatenate([np.zeros(len(g)), np.ones(len(g))]),
             np.concatenate([person[g], person[g]]), np.concatenate([source[g], source[g]]))
+        if tinted is not None and 0 < np.sum(tinted) < len(g):
+            # Tinted against everything else the head sees near it: the plain faces and the
+            # clear-lens twins, so that its direction is the tint, not glasses in general.
+            tinted = np.asarray(tinted, bool)
+            data["Sunglasses"] = HeadData(
+                "Sunglasses", np.concatenate([z_real[g], z_glasses]),
+                np.concatenate([np.zeros(len(g)), tinted.astype(np.float64)]),
+                np.concatenate([person[g], person[g]]), np.concatenate([source[g], source[g]]))
     for name, (rows, y) in csv_labels(items).items():
         if len(rows) and len(np.unique(y)) == 2:
             data[name] = HeadData(name, z_real[rows], y, person[rows], source[rows])

@@ -11,11 +11,11 @@ import torch
 from scipy.optimize import approx_fprime
 
 from s3edit.portraits.heads import (
-    HeadData, LABEL_RULES, accuracy, attach_classifier, csv_labels, embed_aligned, fit_head,
+    HeadData, LABEL_RULES, ORTHOGONAL_TO, accuracy, append_heads, attach_classifier, csv_labels, embed_aligned, fit_head,
     fit_logistic, glasses_rows, group_split, head_datasets, make_classifier, normalisation,
     save_classifier, share_positive,
 )
-from s3edit.errors import WeightsError
+from s3edit.errors import InputError, WeightsError
 from s3edit.weights.weightset import CLASSIFIER_FILE, FORMAT, VERSION, load_classifier, read_config
 from s3edit.model.attributes import edit_direction
 
@@ -53,6 +53,21 @@ def test_head_recovers_the_direction_of_a_separable_set():
     # logits from the classifier format equal the fit's own
     logits = classifier.logits(torch.as_tensor(z, dtype=torch.float32))[:, 0].numpy()
     np.testing.assert_allclose(logits, ((z - mean) / std) @ fit.weight + fit.bias, rtol=1e-4, atol=1e-4)
+
+
+def test_head_fitted_off_other_rows_is_orthogonal_to_them_and_keeps_the_rest():
+    """``fit_head(off=...)``: the weight has no component along the given rows (the
+    Sunglasses head off the Eyeglasses row, ORTHOGONAL_TO) and still finds the part of
+    the label's direction orthogonal to them."""
+    z, y, groups, w_true = separable()
+    mean, std = normalisation(z)
+    rng = np.random.default_rng(1)
+    other = 0.6 * w_true + 0.8 * rng.normal(size=D) / np.sqrt(D)  # a row that shares part of it
+    fit = fit_head(HeadData("Sunglasses", z, y, groups, np.array(["a"] * len(y))), mean, std, off=other[None])
+    assert abs(fit.weight @ other) < 1e-8 * np.linalg.norm(fit.weight) * np.linalg.norm(other)
+    rest = w_true - other * (other @ w_true) / (other @ other)
+    assert fit.weight @ rest / np.linalg.norm(fit.weight) / np.linalg.norm(rest) > 0.9
+    assert "Sunglasses" in ORTHOGONAL_TO and ORTHOGONAL_TO["Sunglasses"] == ("Eyeglasses",)
 
 
 def test_logistic_gradient_is_exact():
@@ -115,6 +130,25 @@ def test_classifier_round_trips_through_the_weight_set_loader(tmp_path):
     assert report["heads"][0]["name"] == "Eyeglasses" and "weight" not in report["heads"][0]
 
 
+def test_append_heads_keeps_the_base_rows_and_normalisation():
+    """A head added to a set (fit_heads.py --add-to) is fitted in the set's normalisation
+    and appended; the set's own rows, and so its edit directions, do not move."""
+    z, y, groups, _ = separable()
+    mean, std = normalisation(z)
+    src = np.array(["a"] * len(y))
+    base = make_classifier([fit_head(HeadData("Eyeglasses", z, y, groups, src), mean, std)], mean, std)
+    new = fit_head(HeadData("Sunglasses", z, 1 - y, groups, src), mean, std)
+    both = append_heads(base, [new])
+    assert both.names == ["Eyeglasses", "Sunglasses"]
+    torch.testing.assert_close(both.weight[:1], base.weight)
+    torch.testing.assert_close(both.conds_mean, base.conds_mean)
+    torch.testing.assert_close(both.weight[1], torch.as_tensor(new.weight, dtype=torch.float32))
+    zt = torch.as_tensor(z, dtype=torch.float32)
+    assert ((both.logits(zt)[:, 1] > 0).numpy() == (y == 0)).mean() > 0.9  # the new head works in it
+    with pytest.raises(InputError, match="the heads already have Eyeglasses"):
+        append_heads(both, [fit_head(HeadData("Eyeglasses", z, y, groups, src), mean, std)])
+
+
 def test_attach_classifier_into_a_weight_set(tmp_path):
     z, y, groups, _ = separable()
     mean, std = normalisation(z)
@@ -155,7 +189,7 @@ def test_label_rules_of_faces_csv():
     rows, y = labels["Young"]  # age < 35; congress born <= 1975 not young; born 1985 / 'NA' unlabelled
     assert rows.tolist() == [0, 1, 2, 4] and y.tolist() == [1, 1, 0, 0]
     assert glasses_rows(ITEMS).tolist() == [0, 1, 2, 3, 6]
-    assert set(LABEL_RULES) == {"Eyeglasses", "Smiling", "Male", "Young"}
+    assert set(LABEL_RULES) == {"Eyeglasses", "Smiling", "Male", "Young", "Sunglasses"}
 
 
 def test_head_datasets_pair_faces_with_their_glasses_twins():
@@ -168,7 +202,13 @@ def test_head_datasets_pair_faces_with_their_glasses_twins():
     assert eg.y.tolist() == [0] * len(g) + [1] * len(g)
     assert eg.groups.tolist() == ["l1", "l1", "c1", "p1", "l2"] * 2  # twin with its face
     np.testing.assert_array_equal(eg.z[len(g):], z_glasses)
-    assert set(data) == {"Eyeglasses", "Smiling", "Male", "Young"}
+    assert set(data) == {"Eyeglasses", "Smiling", "Male", "Young"}  # no Sunglasses without the tints
+    tinted = np.array([True, False, False, True, False])
+    sun = head_datasets(ITEMS, z_real, z_glasses, g, tinted)["Sunglasses"]
+    # tinted twins against their faces and the clear-lens twins
+    assert sun.y.tolist() == [0] * len(g) + [1, 0, 0, 1, 0]
+    assert sun.groups.tolist() == eg.groups.tolist()
+    np.testing.assert_array_equal(sun.z, eg.z)
     classifier = make_classifier([fit_head(data["Male"], *normalisation(z_real), test_fraction=0.5)],
                                  *normalisation(z_real))
     shares = share_positive(classifier, z_real, np.array([i["source"] for i in ITEMS]))

@@ -78,7 +78,27 @@ def test_fit_heads_on_too_few_labels(run, make_folder, tmp_path):
     assert run("prepare_faces", str(root), "-o", str(out), "--size", "64", "-q").exit_code == 0
     result = run("fit_heads", str(out), "-o", str(tmp_path / "heads"), "-q")
     assert result.exit_code == 1
-    assert "has no labels of both classes for Eyeglasses, Smiling, Male, Young" in result.stderr
+    assert "has no labels of both classes for Eyeglasses, Smiling, Male, Young, Sunglasses" in result.stderr
+
+
+def test_fit_heads_add_to_refuses_a_set_with_every_head_and_both_targets(run, make_folder, tmp_path):
+    from s3edit.model.attributes import Classifier
+    from s3edit.model.config import preset
+    from s3edit.model.dva import build_dva
+    from s3edit.portraits.heads import attach_classifier
+    from s3edit.weights.weightset import save_weight_set
+
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "aligned"
+    assert run("prepare_faces", str(root), "-o", str(out), "--size", "32", "-q").exit_code == 0
+    ws = save_weight_set(tmp_path / "set", build_dva(preset("tiny-32-dlib")))
+    names = ["Eyeglasses", "Smiling", "Male", "Young", "Sunglasses"]
+    D = 128
+    attach_classifier(ws, Classifier(torch.randn(5, D), torch.zeros(5), torch.zeros(1, D), torch.ones(1, D), names))
+    full = run("fit_heads", str(out), "-o", str(tmp_path / "heads"), "--add-to", str(ws), "-q")
+    assert full.exit_code == 1 and "has every head already (Eyeglasses, Smiling, Male, Young, Sunglasses)" in full.stderr
+    both = run("fit_heads", str(out), "-o", str(tmp_path / "heads"), "--add-to", str(ws), "--into", str(ws), "-q")
+    assert both.exit_code == 1 and "give one" in both.stderr
 
 
 def test_glasses_job_without_a_dataset(run, tmp_path):
@@ -101,8 +121,11 @@ def test_glasses_job_styles_and_pairs_file(run, make_folder, tmp_path):
     pairs = json.loads((out / "classic-glasses-job-pairs.json").read_text())
     assert pairs["attribute"] == "Eyeglasses" and pairs["frames"] == [[0, 0]]
     assert pairs["without"] == "job" and pairs["with"] == "classic-glasses-job"
+    sun = run("glasses_job", str(out), "--style", "sunglasses")  # the second style: its own attribute
+    assert sun.exit_code == 0 and (out / "sunglasses-job" / "manifest.json").is_file(), sun.output
+    assert json.loads((out / "sunglasses-job-pairs.json").read_text())["attribute"] == "Sunglasses"
     bad = run("glasses_job", str(out), "--style", "bold")
-    assert bad.exit_code == 1 and "unknown glasses style 'bold'; one of random, classic." in bad.stderr
+    assert bad.exit_code == 1 and "unknown glasses style 'bold'; one of random, classic, sunglasses." in bad.stderr
     named = run("glasses_job", str(out), "--style", "classic", "--source", "web", "--name", "web-job")
     assert named.exit_code == 0 and (out / "web-job-pairs.json").is_file(), named.output
     none = run("glasses_job", str(out), "--source", "nowhere")
