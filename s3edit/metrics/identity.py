@@ -173,6 +173,21 @@ def tacr(
     return float((now & ~was)[valid].mean())
 
 
+def label_flips(
+    before: np.ndarray,
+    after: np.ndarray,
+    valid: np.ndarray | None = None,
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """The share of frames with a face whose label (present / absent at ``threshold``)
+    of each attribute changed through the edit: (N, A) x2 -> (A,). NAPR's failures,
+    attribute by attribute; NaN rows where no frame is valid."""
+    valid = np.ones(len(before), bool) if valid is None else np.asarray(valid, bool)
+    if not valid.any():
+        return np.full(before.shape[1], np.nan)
+    return (_labels(before, threshold) != _labels(after, threshold))[valid].mean(0)
+
+
 def napr(
     before: np.ndarray,
     after: np.ndarray,

@@ -62,6 +62,7 @@ class ScoreReport:
     attribute: str | None = None  # TACR/NAPR are set only with attribute heads
     tacr: float | None = None
     napr: float | None = None
+    flips: dict[str, float] | None = None  # per other attribute: share of frames its label flipped
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self, per_frame: bool = True) -> dict:
@@ -120,8 +121,10 @@ def render_table(report: ScoreReport) -> Table:
     if report.tacr is not None:
         table.add_row(f"TACR ({report.attribute})", _fmt(report.tacr, 3),
                       "frames moved to the target", _paper("tacr"))
-        table.add_row("NAPR", _fmt(report.napr), "frames keeping the others",
-                      _paper("napr"))
+        flipped = ", ".join(f"{name} {share:.2f}" for name, share in (report.flips or {}).items()
+                            if math.isfinite(share) and share > 0)
+        table.add_row("NAPR", _fmt(report.napr), "frames keeping the others"
+                      + (f"; flipped: {flipped}" if flipped else ""), _paper("napr"))
     else:
         table.add_row("TACR / NAPR", "—", "need attribute heads: pass --weights W --attr NAME", "")
     table.add_row("PSNR (face)", _fmt(report.psnr_face, 2),

@@ -338,5 +338,7 @@ def _report(inputs, n, valid, net, batcher, warp, psnr_face, attr, source) -> Sc
         report.attribute = attr.attribute
         report.tacr = idm.tacr(batcher.p_src, batcher.p_edit, target, attr.direction, valid)
         report.napr = idm.napr(batcher.p_src, batcher.p_edit, target, valid)
+        flips = idm.label_flips(batcher.p_src, batcher.p_edit, valid)
+        report.flips = {name: float(flips[a]) for a, name in enumerate(attr.predictor.names) if a != target}
     return report
 

@@ -102,6 +102,10 @@ def test_tacr_and_napr_on_known_predictions():
     assert m.tacr(before, after, target=1, direction=+1) == pytest.approx(0.5)
     # non-targets unchanged: frames 0, 2, 3 (frame 1 lost attribute 0)
     assert m.napr(before, after, target=1) == pytest.approx(0.75)
+    # attribute by attribute: 0 flipped in frame 1, 1 in frames 0 and 1, 2 never
+    np.testing.assert_allclose(m.label_flips(before, after), [0.25, 0.5, 0.0])
+    np.testing.assert_allclose(m.label_flips(before, after, np.array([False, False, True, True])), [0, 0, 0])
+    assert np.isnan(m.label_flips(before, after, np.zeros(4, bool))).all()
     # removing attribute 1: only frame 2 started with it and it stayed
     assert m.tacr(before, after, target=1, direction=-1) == 0.0
     valid = np.array([True, False, True, True])

@@ -44,6 +44,9 @@ def test_table_rows_with_and_without_attribute_heads():
     with_heads = text(render_table(make_report(attribute="Eyeglasses", tacr=0.5, napr=0.75)))
     assert "TACR (Eyeglasses)" in with_heads and "0.500" in with_heads and "0.7500" in with_heads
     assert "need attribute heads" not in with_heads
+    flips = text(render_table(make_report(attribute="Eyeglasses", tacr=0.5, napr=0.25,
+                                          flips={"Smiling": 0.5, "Male": 0.0, "Young": 0.75})))
+    assert "flipped: Smiling 0.50, Young 0.75" in flips and "Male" not in flips
 
 
 def test_plot_is_a_png(tmp_path):

@@ -162,6 +162,7 @@ def test_tacr_and_napr_with_attribute_heads(clips, patch_net):
     attr = AttributeTarget(BrightnessHeads(level), "Bright", +1)
     r = score(clips["short"], clips["bright"], id_net=patch_net, attr=attr)
     assert r.attribute == "Bright" and r.tacr == 1.0 and r.napr == 1.0
+    assert r.flips == {"Face": 0.0}  # the other head ("always") never flips
     data = r.to_dict()
     assert data["tacr"] == 1.0 and not any("need attribute heads" in n for n in data["notes"])
     with pytest.raises(InputError, match="'Beard' is not one the attribute heads predict"):
