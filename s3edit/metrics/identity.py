@@ -139,6 +139,11 @@ def _labels(pred: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(pred, dtype=np.float64) > threshold
 
 
+def _flipped(before: np.ndarray, after: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, A) bool: the label (present / absent at ``threshold``) changed through the edit."""
+    return _labels(before, threshold) != _labels(after, threshold)
+
+
 def _check_attr(before: np.ndarray, after: np.ndarray, target: int, valid) -> np.ndarray:
     if before.shape != after.shape or before.ndim != 2:
         raise ValueError(f"predictions must both be (N, A); got {before.shape} and {after.shape}")
@@ -185,7 +190,7 @@ def label_flips(
     valid = np.ones(len(before), bool) if valid is None else np.asarray(valid, bool)
     if not valid.any():
         return np.full(before.shape[1], np.nan)
-    return (_labels(before, threshold) != _labels(after, threshold))[valid].mean(0)
+    return _flipped(before, after, threshold)[valid].mean(0)
 
 
 def napr(
@@ -201,7 +206,6 @@ def napr(
     valid = _check_attr(before, after, target, valid)
     if not valid.any():
         return float("nan")
-    same = _labels(before, threshold) == _labels(after, threshold)  # (N, A)
     others = np.ones(before.shape[1], dtype=bool)
     others[target] = False
-    return float(same[:, others].all(axis=1)[valid].mean())
+    return float((~_flipped(before, after, threshold)[:, others].any(axis=1))[valid].mean())
