@@ -41,7 +41,7 @@ from s3edit.portraits.heads import (
 from s3edit.portraits.prepare import Portraits, load_portraits
 from s3edit.errors import InputError, S3EditError
 from s3edit.face.dlib_resnet import TorchDlibIdentity
-from s3edit.weights.weightset import load_weight_set
+from s3edit.weights.weightset import load_weight_set, read_config
 from s3edit.paths import atomic_path
 
 DEFAULT_DATA = Path("~/.cache/s3edit/faces-aligned")
@@ -113,7 +113,8 @@ def congress_checks(portraits: Portraits, classifier, z_real: np.ndarray, out: P
 def main(
     data: Path = typer.Argument(DEFAULT_DATA, help="Aligned dataset folder (scripts/prepare_faces.py)."),
     out: Path = typer.Option(DEFAULT_OUT, "-o", "--output", help="Folder for classifier.safetensors and the report."),
-    size: int = typer.Option(None, "--size", min=16, help="Crop side z_id is computed at (default: the dataset's)."),
+    size: int = typer.Option(None, "--size", min=16, help="Crop side z_id is computed at (default: that of the "
+                             "set of --into / --add-to, else the dataset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split and the glasses styles."),
     into: Path = typer.Option(None, "--into", help="Also put the heads into this weight-set folder."),
     add_to: Path = typer.Option(None, "--add-to", help="Weight-set folder that gains the heads it lacks: "
@@ -143,6 +144,19 @@ def main(
                    f"{h['n_positive']} positive; l2 {h['l2']:g}")
 
 
+def crop_size(portraits: Portraits, size: int | None, weight_set: Path | None) -> int:
+    """The crop side z_id is computed at: ``size``, else the side of the crops the
+    weight set the heads go into sees (its heads must live in the z_id space its
+    network is conditioned on), else the dataset's."""
+    if weight_set is None:
+        return size or int(portraits.meta["params"]["size"])
+    seen = int(read_config(weight_set.expanduser())["model"]["unet"]["image_size"])
+    if size is not None and size != seen:
+        raise InputError(f"weight set {str(weight_set)!r} sees {seen}-px crops, so its heads must be fitted on "
+                         f"z_id at {seen} px, not {size}; drop --size or give --size {seen}.")
+    return seen
+
+
 def run(data: Path, out: Path, size: int | None, seed: int, into: Path | None, add_to: Path | None = None) -> dict:
     portraits = load_portraits(data)
     if len(portraits) == 0:
@@ -159,7 +173,7 @@ def run(data: Path, out: Path, size: int | None, seed: int, into: Path | None, a
         if not wanted:
             raise InputError(f"weight set {str(add_to)!r} has every head already ({', '.join(base.names)}).")
         cfg.attributes = tuple(wanted)
-    size = size or int(portraits.meta["params"]["size"])
+    size = crop_size(portraits, size, into or add_to)
     z_real, z_glasses, glasses_idx = embeddings(portraits, out, size, seed)
     if base is None:
         mean, std = normalisation(z_real)

@@ -256,7 +256,8 @@ def resized(crops: np.ndarray, lms: np.ndarray, size: int) -> tuple[np.ndarray, 
     s = crops.shape[1]
     if s == size:
         return crops, lms
-    out = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    out = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]) if len(crops) \
+        else np.zeros((0, size, size, crops.shape[3]), crops.dtype)
     return out, (lms + 0.5) * (size / s) - 0.5
 
 

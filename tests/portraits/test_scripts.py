@@ -101,6 +101,31 @@ def test_fit_heads_add_to_refuses_a_set_with_every_head_and_both_targets(run, ma
     assert both.exit_code == 1 and "give one" in both.stderr
 
 
+def test_fit_heads_for_a_set_fits_at_the_sets_crop_size(run, make_folder, tmp_path):
+    """Heads that go into a set live in the z_id of the crops its network sees: a 64-px
+    dataset's heads for a 32-px set are fitted on z_id at 32 px by default, and a --size
+    other than the set's is refused before any work."""
+    from safetensors import safe_open
+
+    from s3edit.model.config import preset
+    from s3edit.model.dva import build_dva
+    from s3edit.weights.weightset import save_weight_set
+
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "aligned"
+    assert run("prepare_faces", str(root), "-o", str(out), "--size", "64", "-q").exit_code == 0
+    ws = save_weight_set(tmp_path / "set", build_dva(preset("tiny-32-dlib")))
+    wrong = run("fit_heads", str(out), "-o", str(tmp_path / "wrong"), "--into", str(ws), "--size", "64", "-q")
+    assert wrong.exit_code == 1
+    assert "sees 32-px crops, so its heads must be fitted on z_id at 32 px, not 64" in wrong.stderr
+    assert not (tmp_path / "wrong").exists()
+    heads = tmp_path / "heads"
+    result = run("fit_heads", str(out), "-o", str(heads), "--into", str(ws), "-q")
+    assert result.exit_code == 1 and "has no labels of both classes" in result.stderr  # two faces only
+    with safe_open(str(heads / "embeddings.safetensors"), framework="numpy") as f:
+        assert json.loads(f.metadata()["key"])["size"] == 32
+
+
 def test_glasses_job_without_a_dataset(run, tmp_path):
     result = run("glasses_job", str(tmp_path))
     assert result.exit_code == 1 and "holds no finished aligned portraits" in result.stderr
