@@ -167,8 +167,19 @@ def default_64() -> DVAConfig:
                      face_dim=256, face_parser=False)
 
 
+def default_96() -> DVAConfig:
+    """``default-64`` at 96²: the same width, blocks and levels (96, 48, 24, 12; attention
+    at 12² and the middle), so the same 3.2 M trained parameters see 2.25 times the
+    pixels: the largest crop the default model's training fits in on two CPU cores
+    (``weights/default/TRAINING.md`` step 4)."""
+    config = default_64()
+    config.unet.image_size, config.unet.attention_resolutions = 96, (12,)
+    return config
+
+
 PRESETS = {
-    "dva-256": dva_256, "default-64": default_64, "default-128": default_128, "small-64": small_64,
+    "dva-256": dva_256, "default-64": default_64, "default-96": default_96, "default-128": default_128,
+    "small-64": small_64,
     "tiny-32": tiny_32, "tiny-32-dlib": tiny_32_dlib,
 }
 
