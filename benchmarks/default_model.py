@@ -14,7 +14,9 @@ corrections per encode step (``--fixed-point``, s3edit's sampler), on the clip's
 
 1. ``align`` at the set's resolution (a job per clip and set);
 2. ``edit`` at scale 0 (encode + decode: the reconstruction) and ``score`` it:
-   PSNR inside the face region, ID-Preserve;
+   PSNR inside the face region, ID-Preserve, and NAPR: the share of frames whose other
+   heads keep their verdict through encode and decode alone (a face near a head's
+   boundary flips it without any edit): the edit's NAPR is read against it;
 3. ``edit --attr ATTR --scale S [--region R]`` and ``score`` it: ID-Preserve, TL-ID, TG-ID, TACR
    (share of frames whose ATTR head moved to the target: for Eyeglasses, the share of
    frames where the glasses head flips), NAPR, PSNR in the face, "warp x" (the face's
@@ -43,10 +45,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = ROOT.parent / "shared" / "clips"
 DEFAULT_CLIPS = ("talk_man_short_2s.mp4", "woman_headturn_expressions_05.mp4")
-COLUMNS = ("enc_passes", "dec_passes", "psnr_recon", "id_recon", "id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face",
-           "warp_ratio", "seconds")
-HEADERS = ("enc pass", "dec pass", "PSNR rec", "ID rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR", "PSNR edit",
-           "warp x", "seconds")
+COLUMNS = ("enc_passes", "dec_passes", "psnr_recon", "id_recon", "napr_recon", "id_preserve", "tl_id", "tg_id",
+           "tacr", "napr", "psnr_face", "warp_ratio", "seconds")
+HEADERS = ("enc pass", "dec pass", "PSNR rec", "ID rec", "NAPR rec", "ID-Pres", "TL-ID", "TG-ID", "TACR", "NAPR",
+           "PSNR edit", "warp x", "seconds")
 
 
 def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: str | None = None,
@@ -68,12 +70,12 @@ def validate(clip: Path, weights: Path, judge, job, args, out: Path, sampler: st
     recon = edit_job(job, [(args.attr, 0.0)], run)
     video = paste_video(job, out / f"{tag}_recon.mp4",
                         PasteConfig(edit=recon.name, overwrite=True, max_frames=args.frames)).output
-    report = score(job.root, video, id_net=args.id_net)
-    row["psnr_recon"], row["id_recon"] = report.psnr_face, report.id_preserve
+    target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
+    report = score(job.root, video, id_net=args.id_net, attr=target)
+    row["psnr_recon"], row["id_recon"], row["napr_recon"] = report.psnr_face, report.id_preserve, report.napr
     edit = edit_job(job, [(args.attr, args.scale)], run, region=args.region)
     video = paste_video(job, out / f"{tag}_{edit.name}.mp4",
                         PasteConfig(edit=edit.name, overwrite=True, max_frames=args.frames)).output
-    target = AttributeTarget(judge, args.attr, 1 if args.scale >= 0 else -1)
     report = score(job.root, video, id_net=args.id_net, attr=target, sheet=out / f"{tag}_{edit.name}_sheet.png")
     for key in ("id_preserve", "tl_id", "tg_id", "tacr", "napr", "psnr_face"):
         row[key] = getattr(report, key)
