@@ -14,7 +14,8 @@ autocast and memory format, as the DDIM loops call it) and reports:
   same dtype;
 - rel err: ||eps - eps_fp32|| / ||eps_fp32|| on the same inputs.
 
-``--train PRESETS`` times training instead, per preset (e.g. ``default-64,default-128``):
+``--train PRESETS`` times training instead, per preset (e.g. ``default-64,default-128``;
+``default-64@112``: that preset's network at 112², its attention at the same levels):
 one optimiser step of the preset's UNet (random weights) on the noise-prediction loss,
 forward, backward and AdamW, at ``--train-batch`` images, fp32 and the auto precision's
 autocast, and what that makes in an hour and in three. DVA's objective (``tune
@@ -42,6 +43,7 @@ encode and edit of a job aligned elsewhere) and ``--job-stages`` picks the stage
     python benchmarks/speed.py --models default --job --steps 20
     python benchmarks/speed.py --models default --compile            # + torch.compile rows
     python benchmarks/speed.py --models none --train default-64,default-128 --train-batch 16
+    python benchmarks/speed.py --models none --train default-64,default-96,default-64@112 --train-batch 16
     python benchmarks/speed.py --device cuda --batch 8 --dva-batch 8 --dva-passes 10
     python benchmarks/speed.py --models none --job --job-model dva-256 --job-frames 300 \
         --job-dir dva300 --job-stages align                         # align here, then on a GPU:
@@ -208,10 +210,27 @@ def measure_model(name: str, batch: int, passes: int, precisions: list[str], pea
     return rows
 
 
+def training_preset(name: str):
+    """The config of ``name``: a preset, or ``PRESET@SIZE``, the preset's network at
+    another crop side, its attention at the same levels (resolutions scaled by
+    SIZE / the preset's side): which crop a network's training fits in a budget."""
+    base, _, size = name.partition("@")
+    cfg = preset(base)
+    if size:
+        old, new = cfg.unet.image_size, int(size)
+        levels = len(cfg.unet.channel_mult) - 1
+        if new % 2 ** levels or any(r * new % old for r in cfg.unet.attention_resolutions):
+            raise SystemExit(f"{name}: {base} halves its crop {levels} times and attends at "
+                             f"{cfg.unet.attention_resolutions} of {old} px; {new} px does not scale to whole sides")
+        cfg.unet.image_size = new
+        cfg.unet.attention_resolutions = tuple(r * new // old for r in cfg.unet.attention_resolutions)
+    return cfg
+
+
 def measure_training(name: str, batch: int, steps: int, precisions: list[str], device: torch.device) -> list[dict]:
-    """Seconds per optimiser step of preset ``name``'s UNet at ``batch`` images (the fastest
-    of ``steps`` after one warm-up step), per precision."""
-    cfg = preset(name)
+    """Seconds per optimiser step of preset ``name``'s UNet (``training_preset``) at
+    ``batch`` images (the fastest of ``steps`` after one warm-up step), per precision."""
+    cfg = training_preset(name)
     rows = []
     for precision in precisions:
         torch.manual_seed(0)
