@@ -113,7 +113,8 @@ def test_bisenet_logits_have_input_size():
         assert net(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
 
 
-@pytest.mark.parametrize("name, trained, fp16_mb", [("default-64", 3_196_131, 18), ("default-96", 3_196_131, 18), ("default-128", None, 50)])
+@pytest.mark.parametrize("name, trained, fp16_mb",
+                         [("default-64", 3_196_131, 18), ("default-96", 3_196_131, 18), ("default-128", None, 50)])
 def test_default_presets_are_offline_and_fit_the_shipping_limit(name, trained, fp16_mb):
     """The default model's architectures need no weights but their own (dlib's identity
     net, align's landmarks) and stay under the 50 MB a shipped set may take in float16."""
