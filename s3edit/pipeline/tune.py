@@ -204,6 +204,7 @@ def tune(
     cfg = dataclasses.replace(cfg, precision=pick_precision(precision, acc.device))
     check_precision(cfg.precision)
     pair_files = [read_pairs(p) for p in pairs]
+    torch.manual_seed(cfg.seed)  # a preset's initial weights follow --seed
     start = starting_point(base, preset)
     origin = start.name or base or preset
     replace = check_output(out, overwrite, run_source(origin, objective, cfg, s3, None, inputs),

@@ -29,6 +29,7 @@ fast the steps run, not what they train.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -162,12 +163,27 @@ def save_checkpoint(folder: Path, step: int, objective: nn.Module, ema: nn.Modul
     write_json_atomic(folder / INFO_FILE, {**info, "step": step})
 
 
-def _resume_key(info: dict) -> dict:
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's tensors (names and raw bytes): which weights a run started
+    from, so that a checkpoint is resumed only by the run that made it, not by the same
+    command over other starting weights (``--from`` a set that has since been retrained)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _resume_key(info: dict, saved: dict | None = None) -> dict:
     """What must match to resume: everything but the step reached, the step budget (the
     learning rate is constant, so a run resumed with more ``steps`` trains on exactly as
-    one started with them) and the precision (module docstring)."""
+    one started with them) and the precision (module docstring). A checkpoint ``saved``
+    without the starting weights' fingerprint (written before checkpoints had one) is
+    matched on the rest."""
     info = json.loads(json.dumps(info))
     info.pop("step", None)
+    if saved is not None and "start" not in saved:
+        info.pop("start", None)
     for key in RUN_KEYS:
         info.get("config", {}).pop(key, None)
     return info
@@ -182,7 +198,7 @@ def load_checkpoint(folder: Path, objective: nn.Module, ema: nn.Module, opt, inf
     if not info_path.is_file():
         return 0
     saved = json.loads(info_path.read_text())
-    if _resume_key(saved) != _resume_key(info):
+    if _resume_key(saved) != _resume_key(info, saved):
         return 0
     if int(saved["step"]) > int(info["config"]["steps"]):
         raise InputError(f"the checkpoint in {str(folder)!r} is at step {saved['step']}, past the "
@@ -272,7 +288,8 @@ def train(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     hooks = optimizer if isinstance(optimizer, OptimizerHooks) else None
-    info = {"config": asdict(cfg), "objective": objective.describe(), "world_size": world}
+    info = {"config": asdict(cfg), "objective": objective.describe(), "world_size": world,
+            "start": weights_fingerprint(model)}
     start = load_checkpoint(checkpoint_dir, objective, ema, optimizer, info)
     wrapped = acc.prepare(objective)
     num_frames, shape = frame_shape(frames)

@@ -129,6 +129,26 @@ def test_rerun_resumes_from_the_checkpoint(cli, job, weights, tmp_path):
     assert "training loss" not in report.stdout
 
 
+def test_the_same_command_from_retrained_weights_trains_afresh(cli, job, tmp_path):
+    """--from a set that was retrained in place since the last run: the old run's
+    checkpoint is not taken for this one (it would hand back the old weights' result)."""
+    base, out = tmp_path / "base", tmp_path / "r"
+    args = [str(job), "--from", str(base), "-o", str(out), "--steps", "2", "--batch-size", "2",
+            "--objective", "dva"]
+    random_weight_set(base, "tiny-32-dlib", seed=0, name="base")
+    first = tune_json(cli, *args)
+    random_weight_set(base, "tiny-32-dlib", seed=1, name="base", overwrite=True)
+    again = tune_json(cli, *args, "--overwrite")
+    assert again["first"] != {} and again["first"] != first["first"]  # two steps ran, from other weights
+
+
+def test_a_preset_starts_from_the_weights_its_seed_draws(cli, job, tmp_path):
+    args = [str(job), "--preset", "tiny-32-dlib", "--objective", "dva", "--steps", "1", "--batch-size", "2"]
+    runs = {name: tune_json(cli, *args, "-o", str(tmp_path / name), "--seed", seed)["first"]
+            for name, seed in [("a", "0"), ("b", "0"), ("c", "1")]}
+    assert runs["a"] == runs["b"] != runs["c"]
+
+
 def test_a_larger_steps_trains_a_finished_run_on_and_nothing_else_replaces_it(cli, job, weights, twins, tmp_path):
     """Rerunning a finished run with more --steps continues it from its checkpoint (to the
     weights a run started with those steps reaches) without --overwrite; the same steps

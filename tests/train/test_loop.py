@@ -5,6 +5,8 @@ that is not DVA's."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -54,6 +56,26 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, tiny_model, cro
     train_dva(tiny_model(), crops(), CFG, tmp_path)
     other = TrainConfig(**{**CFG.__dict__, "lr": 5e-4})
     assert len(train_dva(tiny_model(), crops(), other, tmp_path).losses) == 6
+
+
+def test_a_checkpoint_of_other_starting_weights_is_not_resumed(tmp_path, tiny_model, crops):
+    """The same command over other starting weights (a ``--from`` set retrained since)
+    is another run: it starts at step 0, not from the first run's checkpoint."""
+    train_dva(tiny_model(seed=0), crops(), CFG, tmp_path)
+    assert len(train_dva(tiny_model(seed=1), crops(), CFG, tmp_path).losses) == 6
+
+
+def test_a_checkpoint_without_a_start_fingerprint_still_resumes(tmp_path, tiny_model, crops):
+    def dies_at_4(step, parts):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dva(tiny_model(), crops(), CFG, tmp_path, on_step=dies_at_4)
+    info = json.loads((tmp_path / "train.json").read_text())
+    assert len(info.pop("start")) == 64  # the starting weights' sha256
+    (tmp_path / "train.json").write_text(json.dumps(info))  # as checkpoints were written before
+    assert len(train_dva(tiny_model(), crops(), CFG, tmp_path).losses) == 3
 
 
 def test_more_steps_continue_a_finished_run_to_the_same_weights(tmp_path, tiny_model, crops):
