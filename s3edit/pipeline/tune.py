@@ -234,11 +234,12 @@ def tune(
             shown[0] = step
 
         if objective == "s3":
-            run = train_s3(start, data, cfg, s3, checkpoints, on_step, acc)
+            run = train_s3(start, data, cfg, s3, checkpoints, on_step, acc, keep_other=not overwrite)
             result, record, s3_tensors = run.train, run.record, run.transforms.state_dict()
             evaluated = (run.before, run.after)
         else:
-            result = train_dva(start.model, data, cfg, checkpoints, on_step, acc, pairs=term)
+            result = train_dva(start.model, data, cfg, checkpoints, on_step, acc, pairs=term,
+                               keep_other=not overwrite)
             record, s3_tensors, evaluated = None, None, ({}, {})
     first, last = first_last(result.losses)
     if acc.is_main_process:

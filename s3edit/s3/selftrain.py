@@ -388,9 +388,10 @@ class S3TrainResult:
 
 
 def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Config, checkpoint_dir: Path,
-             on_step=None, accelerator=None) -> S3TrainResult:
+             on_step=None, accelerator=None, keep_other: bool = False) -> S3TrainResult:
     """Self-train ``ws`` (in place) on ``data`` (module docstring); resumable from
-    ``checkpoint_dir``; runs under Accelerate (one or many processes)."""
+    ``checkpoint_dir`` (``keep_other``: as in ``train``); runs under Accelerate (one or
+    many processes)."""
     acc = accelerator or make_accelerator()
     model = ws.model
     freeze_encoders(model)
@@ -403,7 +404,8 @@ def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Confi
     frames = precompute_semantics(model, data, device=acc.device).per_frame(data)
     before = evaluate(objective, frames, train_cfg.batch_size) if acc.is_main_process else {}
     opt = make_optimizer(objective, train_cfg.steps, train_cfg.lr)
-    result = train(objective, frames, train_cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)
+    result = train(objective, frames, train_cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step,
+                   keep_other=keep_other)
     transforms.eval()
     after = {}
     if acc.is_main_process:

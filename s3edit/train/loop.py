@@ -189,16 +189,22 @@ def _resume_key(info: dict, saved: dict | None = None) -> dict:
     return info
 
 
-def load_checkpoint(folder: Path, objective: nn.Module, ema: nn.Module, opt, info: dict) -> int:
+def load_checkpoint(folder: Path, objective: nn.Module, ema: nn.Module, opt, info: dict,
+                    keep_other: bool = False) -> int:
     """The step to resume from: 0 when there is no checkpoint made with the same
-    ``info``. A checkpoint of the same run with a smaller step budget is resumed (train
-    longer by asking for more steps); one past ``info["config"]["steps"]`` is an error,
-    not silently replaced."""
+    ``info`` (the run's first checkpoint then replaces another run's, or with
+    ``keep_other`` another run's is an error). A checkpoint of the same run with a
+    smaller step budget is resumed (train longer by asking for more steps); one past
+    ``info["config"]["steps"]`` is an error, not silently replaced."""
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         return 0
     saved = json.loads(info_path.read_text())
     if _resume_key(saved) != _resume_key(info, saved):
+        if keep_other:
+            raise InputError(f"{str(folder)!r} holds the checkpoint of another run (step {saved['step']}; other "
+                             "settings or starting weights): rerun that run's command to resume it, or pass "
+                             "--overwrite to start this one in its place.")
         return 0
     if int(saved["step"]) > int(info["config"]["steps"]):
         raise InputError(f"the checkpoint in {str(folder)!r} is at step {saved['step']}, past the "
@@ -272,11 +278,14 @@ def train(
     *,
     accelerator=None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    keep_other: bool = False,
 ) -> TrainResult:
     """Train ``objective`` in place; returns the EMA copy of its ``model``. ``frames``:
     the per-frame tensors (N, ...) a batch reads by name, ``"x0"`` the frames
     themselves; ``optimizer`` holds the trainable parameters (its ``OptimizerHooks``,
-    if it has them, are called). ``on_step(step, parts)`` runs on the main process only."""
+    if it has them, are called). ``on_step(step, parts)`` runs on the main process only.
+    ``keep_other``: refuse to start over a checkpoint of another run in
+    ``checkpoint_dir`` (``load_checkpoint``) instead of replacing it."""
     acc = accelerator or make_accelerator()
     world, rank = acc.num_processes, acc.process_index
     for rows in objective.split_rows(cfg.batch_size):
@@ -290,7 +299,7 @@ def train(
     hooks = optimizer if isinstance(optimizer, OptimizerHooks) else None
     info = {"config": asdict(cfg), "objective": objective.describe(), "world_size": world,
             "start": weights_fingerprint(model)}
-    start = load_checkpoint(checkpoint_dir, objective, ema, optimizer, info)
+    start = load_checkpoint(checkpoint_dir, objective, ema, optimizer, info, keep_other)
     wrapped = acc.prepare(objective)
     num_frames, shape = frame_shape(frames)
     wrapped.train()

@@ -588,9 +588,10 @@ def train_dva(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     accelerator=None,
     pairs: PairTerm | None = None,
+    keep_other: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with DVA's objective (AdamW; with ``pairs``, plus the
-    paired-edit and keep terms); returns the EMA copy."""
+    paired-edit and keep terms); returns the EMA copy. ``keep_other``: as in ``train``."""
     acc = accelerator or make_accelerator()
     freeze_encoders(model)
     model.to(acc.device)
@@ -599,4 +600,5 @@ def train_dva(
         raise_fusion_gain(model, pairs)  # a resumed run's checkpoint replaces these weights
     objective = DVAObjective(model, cfg.face_weight, pairs).to(acc.device)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=0.0)
-    return train(objective, sem.per_frame(data), cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step)
+    return train(objective, sem.per_frame(data), cfg, checkpoint_dir, opt, accelerator=acc, on_step=on_step,
+                 keep_other=keep_other)

@@ -142,6 +142,25 @@ def test_the_same_command_from_retrained_weights_trains_afresh(cli, job, tmp_pat
     assert again["first"] != {} and again["first"] != first["first"]  # two steps ran, from other weights
 
 
+def test_another_runs_checkpoint_is_kept_unless_overwrite_says_replace_it(cli, job, weights, tmp_path):
+    """An interrupted (here: finished, its set since deleted) run's checkpoint is not
+    thrown away by a run of other settings to the same output: that run is refused with
+    a sentence, and --overwrite starts it in the other's place."""
+    import shutil
+
+    out = tmp_path / "r"
+    args = [str(job), "--from", str(weights), "-o", str(out), "--steps", "2", "--batch-size", "2",
+            "--objective", "dva"]
+    tune_json(cli, *args)
+    shutil.rmtree(out)
+    held = {f.name: f.read_bytes() for f in (tmp_path / "r.tune").iterdir()}
+    result = cli("tune", *args, "--lr", "1e-3")
+    assert result.exit_code == 1 and "holds the checkpoint of another run (step 2" in result.stderr, result.output
+    assert "Traceback" not in result.output and not out.exists()
+    assert {f.name: f.read_bytes() for f in (tmp_path / "r.tune").iterdir()} == held
+    assert tune_json(cli, *args, "--lr", "1e-3", "--overwrite")["first"] != {}
+
+
 def test_a_preset_starts_from_the_weights_its_seed_draws(cli, job, tmp_path):
     args = [str(job), "--preset", "tiny-32-dlib", "--objective", "dva", "--steps", "1", "--batch-size", "2"]
     runs = {name: tune_json(cli, *args, "-o", str(tmp_path / name), "--seed", seed)["first"]

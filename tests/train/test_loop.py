@@ -62,6 +62,8 @@ def test_a_checkpoint_of_other_starting_weights_is_not_resumed(tmp_path, tiny_mo
     """The same command over other starting weights (a ``--from`` set retrained since)
     is another run: it starts at step 0, not from the first run's checkpoint."""
     train_dva(tiny_model(seed=0), crops(), CFG, tmp_path)
+    with pytest.raises(InputError, match="holds the checkpoint of another run"):
+        train_dva(tiny_model(seed=1), crops(), CFG, tmp_path, keep_other=True)
     assert len(train_dva(tiny_model(seed=1), crops(), CFG, tmp_path).losses) == 6
 
 
