@@ -31,6 +31,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CFG = TrainConfig(steps=6, batch_size=2, lr=1e-3, checkpoint_every=3, seed=3)
 
 
+def dies_at_4(step, parts):
+    """An ``on_step`` that interrupts a run after its 4th step (the checkpoint is at 3)."""
+    if step == 4:
+        raise KeyboardInterrupt
+
+
 def test_train_dva_learns_and_resumes_to_the_same_weights(tmp_path, tiny_model, crops):
     model = tiny_model()
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -39,10 +45,6 @@ def test_train_dva_learns_and_resumes_to_the_same_weights(tmp_path, tiny_model, 
     assert all(torch.isfinite(torch.tensor(full.total())))
     assert not torch.equal(full.ema.encoder.linear.weight, start["encoder.linear.weight"])
     assert torch.equal(full.ema.encoder.idnet.net.fc.weight, start["encoder.idnet.net.fc.weight"])  # frozen
-
-    def dies_at_4(step, parts):
-        if step == 4:
-            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train_dva(tiny_model(), crops(), CFG, tmp_path / "b", on_step=dies_at_4)
@@ -68,10 +70,6 @@ def test_a_checkpoint_of_other_starting_weights_is_not_resumed(tmp_path, tiny_mo
 
 
 def test_a_checkpoint_without_a_start_fingerprint_still_resumes(tmp_path, tiny_model, crops):
-    def dies_at_4(step, parts):
-        if step == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         train_dva(tiny_model(), crops(), CFG, tmp_path, on_step=dies_at_4)
     info = json.loads((tmp_path / "train.json").read_text())
@@ -110,10 +108,6 @@ def test_bf16_training_follows_fp32_over_fp32_weights(tmp_path, tiny_model, crop
 
 
 def test_a_checkpoint_resumes_under_the_other_precision(tmp_path, tiny_model, crops):
-    def dies_at_4(step, parts):
-        if step == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         train_dva(tiny_model(), crops(), CFG, tmp_path, on_step=dies_at_4)
     resumed = train_dva(tiny_model(), crops(), TrainConfig(**{**CFG.__dict__, "precision": "bf16"}), tmp_path)
