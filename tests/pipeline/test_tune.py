@@ -8,6 +8,7 @@ landmarks."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +147,6 @@ def test_another_runs_checkpoint_is_kept_unless_overwrite_says_replace_it(cli, j
     """An interrupted (here: finished, its set since deleted) run's checkpoint is not
     thrown away by a run of other settings to the same output: that run is refused with
     a sentence, and --overwrite starts it in the other's place."""
-    import shutil
-
     out = tmp_path / "r"
     args = [str(job), "--from", str(weights), "-o", str(out), "--steps", "2", "--batch-size", "2",
             "--objective", "dva"]
