@@ -248,8 +248,6 @@ def test_existing_output_and_bad_folder(cli, job, weights, tmp_path):
 def twins(job, tmp_path_factory) -> tuple[Path, Path]:
     """A copy of ``job`` with glasses drawn on every crop from its landmarks, and the
     pairs file that pairs frame i of ``job`` with frame i of the copy."""
-    import shutil
-
     from s3edit.job import Job
     from s3edit.portraits.glasses import CLASSIC, draw_glasses
     from s3edit.train.pairs import write_pairs
@@ -364,8 +362,6 @@ def plain(src: Path, dst: Path) -> Path:
 
 def edited_crops(job: Path, weights: Path, work: Path, attr: str) -> np.ndarray:
     """Edit a copy of ``job`` with ``weights`` (3 DDIM steps): (V, H, W, 3) uint8."""
-    import shutil
-
     import cv2
 
     from s3edit.pipeline.edit import edit_job
