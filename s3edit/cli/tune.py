@@ -28,7 +28,7 @@ def tune_cmd(
     sparsity: float = typer.Option(0.1, "--sparsity", min=0.0, max=1.0, help="q: zero floor(q*7K) landmark groups (0: none)."),
     train_what: Trainable = typer.Option(Trainable("all"), "--train",
                                          help="all (transforms + fusion + UNet) or transforms."),
-    pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute; with --objective dva): teaches the decoder that edit. Repeatable."),
+    pairs: list[Path] = typer.Option([], "--pairs", help="Edit-pairs file (same faces without/with an attribute): teaches the decoder that edit (with the s3 objective, through the routed transforms). Repeatable."),
     pair_weight: float = typer.Option(1.0, "--pair-weight", min=0.0, help="Weight of the paired-edit loss."),
     pair_space: PairSpace = typer.Option(PairSpace("noise"), "--pair-space", help="With --pairs: where the paired-edit loss measures the error: noise (each timestep weighed by how far it moves the sampler) or x0 (the one-step image, every step of a decode alike, so that faint edits are learnt where the code decides shapes)."),
     pair_target: PairTarget = typer.Option(PairTarget("frame"), "--pair-target", help="With --pairs: what the paired-edit loss asks of an edited code: frame (the target frame) or change (a prediction that differs from the plain code's by the pair's difference, so the network's reconstruction error cancels and does not drown a faint edit)."),

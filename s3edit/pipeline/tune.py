@@ -186,8 +186,6 @@ def tune(
         raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
     if not inputs:
         raise InputError("give at least one video or job folder to tune on.")
-    if pairs and objective != "dva":
-        raise InputError("--pairs trains with DVA's loss plus the paired-edit term; add --objective dva.")
     if keep_target not in KEEP_TARGETS:
         raise InputError(f"unknown keep target {keep_target!r}; choose one of {', '.join(KEEP_TARGETS)}.")
     if pair_space not in PAIR_SPACES:
@@ -234,7 +232,7 @@ def tune(
             shown[0] = step
 
         if objective == "s3":
-            run = train_s3(start, data, cfg, s3, checkpoints, on_step, acc, keep_other=not overwrite)
+            run = train_s3(start, data, cfg, s3, checkpoints, on_step, acc, keep_other=not overwrite, pairs=term)
             result, record, s3_tensors = run.train, run.record, run.transforms.state_dict()
             evaluated = (run.before, run.after)
         else:

@@ -30,6 +30,13 @@ z_id (B, D), z_lnd (B, 102) (computed once: the encoders never learn):
 All three UNet calls (two for L_gen, one for f̂) run as ONE batched forward, so DDP
 sees one forward per backward.
 
+Paired edits (``pairs``, a ``PairTerm``; docs/s3editor.md "With edit pairs"): L_gen is
+DVA's objective with its paired-edit and keep terms (``DVAObjective.rows``/``terms``),
+whose edited codes pass through the routed transforms (``S3Objective.edited_face``:
+fuse(z_id', z_lnd) + T_k(·), k = the cluster of the edit's direction), in the same one
+forward. Then L = λ_gen·L_gen + w_pair·L_pair + w_keep·L_keep + λ_id·L_id + λ_faith·L_faith,
+and the T_k learn from the pair and keep rows even without self-training.
+
 What trains (``S3Config.train``): ``"all"`` (default) — T_k, the fusion Linear and
 the UNet: L_gen adapts the autoencoder to the footage (as DVA's own fine-tuning does)
 while L_id/L_faith shape the edits; ``"transforms"`` — T_k only, the DVA untouched
@@ -66,14 +73,15 @@ from s3edit.errors import InputError, WeightsError
 from s3edit.model.ddim import NUM_TRAIN_TIMESTEPS
 from s3edit.model.dva import DVA
 from s3edit.train.data import CropData
-from s3edit.train.loop import Objective, TrainConfig, TrainResult, evaluate, make_accelerator, train
+from s3edit.train.loop import TrainConfig, TrainResult, evaluate, make_accelerator, train
 from s3edit.train.objective import (
-    alphas_cumprod,
-    dva_terms,
+    DVAObjective,
+    PairTerm,
     freeze_encoders,
     noisy,
     precompute_semantics,
     predict_x0,
+    raise_fusion_gain,
 )
 from s3edit.model.attributes import Classifier
 from s3edit.weights.weightset import S3_FILE, WeightSet
@@ -82,10 +90,12 @@ from s3edit.s3.groups import FACE_REGIONS, landmark_groups
 from s3edit.s3.routing import (
     DEFAULT_CLUSTERS,
     DEFAULT_HIDDEN,
+    KNOWN_COSINE,
     AttributeClusters,
     ClusterTransforms,
     attribute_embeddings,
     cluster_attributes,
+    face_code,
     pseudo_edit,
     sample_edit_draws,
 )
@@ -157,37 +167,39 @@ def identity_loss(id_f: Tensor, id_hat: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(id_f, id_hat, dim=-1)).mean()
 
 
-class S3Objective(Objective):
+class S3Objective(DVAObjective):
     """S3Editor's objective as one module (what DDP wraps): ``forward(batch) -> {"loss",
-    "gen", "id", "faith", "simple", "reg"}`` (``id``/``faith`` only when self-training).
+    "gen", "id", "faith", "simple", "reg"}`` (``id``/``faith`` only when self-training;
+    + ``"pair"`` and ``"keep"`` with a ``PairTerm``).
 
     ``batch``: x0 (B, 3, S, S), z_id (B, D), z_lnd (B, 102), mask (B, 1, S, S), lnd01
     (B, 68, 2) landmarks in [0, 1] of the real frames, and ``draw``'s t, eps1, eps2 (L_gen), t_st, eps_st, attr, gamma
-    (pseudo-edit)."""
+    (pseudo-edit); with pairs, also DVA's objective's pair and keep draws and frames.
+
+    With ``pairs`` (module docstring, "Paired edits"), L_gen is DVA's objective with its
+    paired-edit and keep terms, whose edited codes pass through the routed transforms as
+    an edit does: ``edited_face``."""
 
     name = "s3"
 
     def __init__(self, model: DVA, transforms: ClusterTransforms, clusters: AttributeClusters,
-                 classifier: Classifier, cfg: S3Config, face_weight: float = 1.0):
-        super().__init__()
-        self.model, self.transforms, self.clusters, self.cfg = model, transforms, clusters, cfg
-        self.face_weight = face_weight
-        self.register_buffer("abar", alphas_cumprod(), persistent=False)
+                 classifier: Classifier, cfg: S3Config, face_weight: float = 1.0, pairs: PairTerm | None = None):
+        super().__init__(model, face_weight, pairs)
+        self.transforms, self.clusters, self.cfg = transforms, clusters, cfg
         for key, value in classifier.tensors().items():
             self.register_buffer(f"cls_{key}", value.detach().float().clone(), persistent=False)
+        self.register_buffer("embeddings", clusters.embeddings.detach().float().clone(), persistent=False)
+        self.register_buffer("centroids", clusters.centroids.detach().float().clone(), persistent=False)
+        self.register_buffer("labels", clusters.labels.detach().clone(), persistent=False)
 
     @property
     def classifier_tensors(self) -> dict[str, Tensor]:
         return {k: getattr(self, f"cls_{k}") for k in ("weight", "bias", "conds_mean", "conds_std")}
 
     def draw(self, gen: torch.Generator, batch: int, num_frames: int, shape: tuple[int, ...]) -> dict[str, Tensor]:
-        """The random numbers of one global batch (CPU)."""
-        draws = {
-            "index": torch.randint(num_frames, (batch,), generator=gen),
-            "t": torch.randint(NUM_TRAIN_TIMESTEPS, (batch,), generator=gen),
-            "eps1": torch.randn((batch, *shape), generator=gen),
-            "eps2": torch.randn((batch, *shape), generator=gen),
-        }
+        """The random numbers of one global batch (CPU): DVA's (with pairs, its pair and
+        keep rows'), then the pseudo-edits'."""
+        draws = super().draw(gen, batch, num_frames, shape)
         if self.cfg.self_train:
             attr, gamma = sample_edit_draws(batch, len(self.clusters.names), gen)
             draws |= {"attr": attr, "gamma": gamma,
@@ -195,39 +207,50 @@ class S3Objective(Objective):
                       "eps_st": torch.randn((batch, *shape), generator=gen)}
         return draws
 
+    def route(self, direction: Tensor) -> Tensor:
+        """The cluster of each unit row of ``direction`` (B, D), as
+        ``AttributeClusters.route``: a known attribute's own, else the nearest centroid."""
+        direction = direction.float()
+        cos_known, best = (direction @ self.embeddings.T).max(dim=1)
+        nearest = (direction @ self.centroids.T).argmax(dim=1)
+        return torch.where(cos_known >= KNOWN_COSINE, self.labels[best], nearest)
+
+    def edited_face(self, z_id: Tensor, z_lnd: Tensor, direction: Tensor) -> Tensor:
+        """fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd)), k routed from the edit's direction."""
+        return face_code(self.model.fuse, self.transforms, z_id, z_lnd, self.route(direction))
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         m, c = self.model, self.cfg
-        x0, z_id, z_lnd, t = batch["x0"], batch["z_id"], batch["z_lnd"], batch["t"]
+        x0 = batch["x0"]
         B = x0.shape[0]
-        a = self.abar[t].view(-1, 1, 1, 1)
-        x_t1, x_t2 = noisy(x0, batch["eps1"], a), noisy(x0, batch["eps2"], a)
-        z_face = m.fuse(z_id, z_lnd)
-        xs, ts, zs = [x_t1, x_t2], [t, t], [z_face, z_face]
+        xs, ts, zs = self.rows(batch)
+        n = sum(len(x) for x in xs)
         if c.self_train:
             cls = self.classifier_tensors
-            edit = pseudo_edit(z_id, z_lnd, batch["attr"], batch["gamma"], clusters=self.clusters,
+            edit = pseudo_edit(batch["z_id"], batch["z_lnd"], batch["attr"], batch["gamma"], clusters=self.clusters,
                                transforms=self.transforms, fuse=m.fuse,
                                conds_mean=cls["conds_mean"], conds_std=cls["conds_std"])
             a_st = self.abar[batch["t_st"]].view(-1, 1, 1, 1)
             x_st = noisy(x0, batch["eps_st"], a_st)
             xs, ts, zs = xs + [x_st], ts + [batch["t_st"]], zs + [edit.z_face]
-        pred = m(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float().split(B)  # fp32 losses
-        parts = dva_terms(pred[0], pred[1], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
+        pred = m(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float()  # one forward (DDP); fp32 losses
+        parts = self.terms(batch, xs, pred[:n])
         gen = parts["simple"] + self.face_weight * parts["reg"]
+        loss = parts.pop("loss") + (c.lambda_gen - 1) * gen  # λ_gen·L_gen (+ the pair and keep terms)
         out = {"gen": gen, **parts}
-        loss = c.lambda_gen * gen
         if c.self_train:
-            f_hat = predict_x0(x_st, pred[2], a_st)
+            f_hat = predict_x0(x_st, pred[n:n + B], a_st)
             id_hat = m.z_id(f_hat, batch["lnd01"]).float()  # f̂ keeps f's pose: f's landmarks
-            out["id"] = identity_loss(z_id, id_hat)
-            out["faith"] = faithfulness_loss(attribute_probs(cls, z_id), attribute_probs(cls, id_hat),
+            out["id"] = identity_loss(batch["z_id"], id_hat)
+            out["faith"] = faithfulness_loss(attribute_probs(cls, batch["z_id"]), attribute_probs(cls, id_hat),
                                              batch["attr"], batch["gamma"])
             loss = loss + c.lambda_id * out["id"] + c.lambda_faith * out["faith"]
         return {"loss": loss, **out}
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
-        return {"objective": self.name, "s3": asdict(self.cfg), "clusters": self.clusters.to_dict()}
+        pairs = {} if self.pairs is None else {"pairs": self.pairs.describe()}
+        return {"objective": self.name, "s3": asdict(self.cfg), "clusters": self.clusters.to_dict(), **pairs}
 
 
 # --- building the pieces -------------------------------------------------------------------
@@ -388,10 +411,11 @@ class S3TrainResult:
 
 
 def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Config, checkpoint_dir: Path,
-             on_step=None, accelerator=None, keep_other: bool = False) -> S3TrainResult:
+             on_step=None, accelerator=None, keep_other: bool = False, pairs: PairTerm | None = None) -> S3TrainResult:
     """Self-train ``ws`` (in place) on ``data`` (module docstring); resumable from
     ``checkpoint_dir`` (``keep_other``: as in ``train``); runs under Accelerate (one or
-    many processes)."""
+    many processes). ``pairs``: DVA's paired-edit and keep terms join L_gen, their edits
+    routed through the transforms (module docstring)."""
     acc = accelerator or make_accelerator()
     model = ws.model
     freeze_encoders(model)
@@ -399,8 +423,10 @@ def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Confi
     torch.manual_seed(train_cfg.seed)  # the transforms' first layers
     clusters, transforms = routing_state(ws, cfg)
     classifier = require_classifier(ws)
+    if pairs is not None:
+        raise_fusion_gain(model, pairs)  # a resumed run's checkpoint replaces these weights
     objective = S3Objective(model, transforms.to(acc.device).train(), clusters, classifier, cfg,
-                            train_cfg.face_weight).to(acc.device)
+                            train_cfg.face_weight, pairs).to(acc.device)
     frames = precompute_semantics(model, data, device=acc.device).per_frame(data)
     before = evaluate(objective, frames, train_cfg.batch_size) if acc.is_main_process else {}
     opt = make_optimizer(objective, train_cfg.steps, train_cfg.lr)
@@ -409,7 +435,7 @@ def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Confi
     transforms.eval()
     after = {}
     if acc.is_main_process:
-        written = S3Objective(result.ema, transforms, clusters, classifier, cfg, train_cfg.face_weight)
+        written = S3Objective(result.ema, transforms, clusters, classifier, cfg, train_cfg.face_weight, pairs)
         after = evaluate(written.to(acc.device), frames, train_cfg.batch_size)
     zeroed = [opt.groups[i].name for i in opt.zero_groups()]
     record = s3_record(cfg, clusters, transforms, zeroed, after or None)

@@ -504,16 +504,35 @@ class DVAObjective(Objective):
         keys = ("src_z_id", "pair_attr", "pair_sign", "pair_gamma", "pair_code_noise")
         return self.pair_code({k: batch[k][rows] for k in keys if k in batch}, edited=False)
 
-    def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
-        """The codes of L_keep's rows: the plain rows' z_id, edited along their attribute's
-        direction or, in the random rows, their own random one (module docstring)."""
+    def keep_direction(self, batch: dict[str, Tensor]) -> Tensor:
+        """The unit direction each L_keep row's code moves along: its attribute's or, in
+        the random rows, its own random one (module docstring)."""
         direction = self.pair_directions[batch["keep_attr"]]
         if "keep_random" in batch:
             direction = torch.where(batch["keep_random"][:, None], batch["keep_direction"], direction)
-        return self.edited_code(batch["z_id"], direction, batch["keep_sign"] * batch["keep_gamma"],
+        return direction
+
+    def keep_code(self, batch: dict[str, Tensor]) -> Tensor:
+        """The codes of L_keep's rows: the plain rows' z_id edited along ``keep_direction``."""
+        return self.edited_code(batch["z_id"], self.keep_direction(batch), batch["keep_sign"] * batch["keep_gamma"],
                                 batch["keep_code_noise"])
 
+    def edited_face(self, z_id: Tensor, z_lnd: Tensor, direction: Tensor) -> Tensor:
+        """z_face of identity codes edited along the unit rows ``direction`` (the pair and
+        keep rows): DVA's fusion. S3Editor's objective adds its routed transforms here,
+        so that the terms teach the edit the way ``edit`` applies it."""
+        return self.model.fuse(z_id, z_lnd)
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        xs, ts, zs = self.rows(batch)
+        pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float()  # one forward (DDP); fp32 losses
+        return self.terms(batch, xs, pred)
+
+    def rows(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """The network's inputs for one batch, as lists of (x_t, t, z_face) blocks: DVA's
+        two plain blocks, then (with pairs) the pair rows, their plain twins under
+        ``target = "change"`` and the keep rows. ``terms`` reads the predictions in
+        this order."""
         z_face = self.model.fuse(batch["z_id"], batch["z_lnd"])
         t = batch["t"]
         a = self.abar[t].view(-1, 1, 1, 1)
@@ -524,22 +543,31 @@ class DVAObjective(Objective):
             x_p = noisy(batch["noisy_x0"], batch["pair_eps"], a_p)
             xs.append(x_p)
             ts.append(batch["pair_t"])
-            zs.append(self.model.fuse(self.pair_code(batch), batch["src_z_lnd"]))
+            zs.append(self.edited_face(self.pair_code(batch), batch["src_z_lnd"],
+                                       self.pair_directions[batch["pair_attr"]]))
             change = self.change_rows(batch)
             if len(change):  # their plain twins
                 xs.append(x_p[change])
                 ts.append(batch["pair_t"][change])
                 zs.append(self.model.fuse(self.plain_pair_code(batch, change), batch["src_z_lnd"][change]))
-        keeping = "keep_attr" in batch
-        if keeping:
+        if "keep_attr" in batch:
             xs.append(x_t1)
             ts.append(t)
-            zs.append(self.model.fuse(self.keep_code(batch), batch["z_lnd"]))
-        pred = self.model(torch.cat(xs), torch.cat(ts), torch.cat(zs)).float()  # one forward (DDP); fp32 losses
+            zs.append(self.edited_face(self.keep_code(batch), batch["z_lnd"], self.keep_direction(batch)))
+        return xs, ts, zs
+
+    def terms(self, batch: dict[str, Tensor], xs: list[Tensor], pred: Tensor) -> dict[str, Tensor]:
+        """The loss and its parts from ``pred``, the network's output (fp32) for exactly
+        the blocks ``xs`` of ``rows``."""
+        t = batch["t"]
+        a = self.abar[t].view(-1, 1, 1, 1)
+        x_t1, x_t2 = xs[0], xs[1]
         b = x_t1.shape[0]
         parts = dva_terms(pred[:b], pred[b:2 * b], x_t1, x_t2, batch["eps1"], batch["eps2"], batch["mask"], a)
         loss = parts["simple"] + self.face_weight * parts["reg"]
         if self.pairs is not None:
+            a_p, x_p = self.abar[batch["pair_t"]].view(-1, 1, 1, 1), xs[2]
+            change = self.change_rows(batch)
             target = (x_p - a_p.sqrt() * batch["tgt_x0"]) / (1 - a_p).sqrt()
             p, c = x_p.shape[0], len(change)
             if c:  # the plain twin's prediction moved by the pair's change (module docstring)
@@ -553,7 +581,7 @@ class DVAObjective(Objective):
             region = changed_region(batch["src_x0"], batch["tgt_x0"]).expand_as(error)
             parts["pair"] = error.mean() + (error * region).sum() / region.sum().clamp(min=1.0)
             loss = loss + self.pairs.weight * parts["pair"]
-        if keeping:
+        if "keep_attr" in batch:
             if self.pairs.keep_target == "unedited":
                 weight = x0_weight(self.abar, t).view(-1, 1, 1, 1)
                 parts["keep"] = keep_loss(weight * pred[-b:], weight * pred[:b].detach(), self.keep_regions(batch))

@@ -298,8 +298,19 @@ def test_pairs_add_the_paired_term_and_their_job(cli, job, weights, twins, tmp_p
     assert both["frames"] == 2 * FRAMES
 
 
+def test_pairs_join_s3editors_objective_through_the_routed_transforms(cli, job, weights, twins, tmp_path):
+    _, pairs = twins
+    out = tmp_path / "s3-paired"
+    summary = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "-o", str(out),
+                        "--steps", "2", "--batch-size", "2", "--pair-batch", "2", "--clusters", "2")
+    assert {"pair", "keep", "id", "faith"} <= set(summary["first"])
+    tuned = load_weight_set(out)
+    assert tuned.meta["source"]["objective"] == "s3" and tuned.meta["source"]["pairs"]["names"] == ["Eyeglasses"]
+    assert tuned.meta["s3"]["K"] == 2
+    assert any(bool(v.any()) for k, v in tuned.s3_tensors.items() if k.endswith(".2.weight"))  # T_k learnt
+
+
 @pytest.mark.parametrize("edit, args, message", [
-    (None, [], "--pairs trains with DVA's loss plus the paired-edit term; add --objective dva."),
     ({"attribute": "Sunglasses"}, ["--objective", "dva"], "pairs attribute 'Sunglasses', which the weight set has no head"),
     ({"with": "nowhere"}, ["--objective", "dva"], "which is not an s3edit job"),
     (None, ["--objective", "dva", "--keep-target", "x0"], "Invalid value for '--keep-target'"),

@@ -20,8 +20,8 @@ from s3edit.train.data import CropData
 from s3edit.model.dva import build_dva
 from s3edit.weights.registry import describe_s3
 from s3edit.train.loop import TrainConfig
-from s3edit.train.objective import freeze_encoders, precompute_semantics
-from s3edit.model.attributes import Classifier
+from s3edit.train.objective import DVAObjective, PairTerm, freeze_encoders, precompute_semantics
+from s3edit.model.attributes import Classifier, edit_direction
 from s3edit.weights.weightset import WeightSet, load_weight_set, save_weight_set
 from s3edit.s3.groups import REGION_LND_COLUMNS
 from s3edit.s3.routing import ClusterTransforms, face_code
@@ -233,3 +233,98 @@ def test_zeroed_region_does_not_reach_the_transform_output():
         assert not torch.allclose(tr(z_id, eyes, k), tr(z_id, z_lnd, k))  # eyes still do
         delta = face_code(f, tr, z_id, moved, k) - face_code(f, tr, z_id, z_lnd, k)
         assert torch.allclose(delta, f(z_id, moved) - f(z_id, z_lnd), atol=1e-6)  # only DVA's fusion moves
+
+
+# --- with paired edits ---------------------------------------------------------------------
+
+
+def eyeglasses_pairs(ws: WeightSet, keep_random: float = 0.0) -> PairTerm:
+    """Pairs (0 -> 1), (2 -> 3), (4 -> 5) of ``random_crops()`` as Eyeglasses edits, along
+    the set's own Eyeglasses head (the direction an edit moves along)."""
+    c = ws.classifier
+    row = c.weight[list(c.names).index("Eyeglasses")][None]
+    return PairTerm(rows=torch.tensor([[0, 1], [2, 3], [4, 5]]), attribute=torch.zeros(3, dtype=torch.int64),
+                    directions=edit_direction(row.float()), conds_mean=c.conds_mean.float(),
+                    conds_std=c.conds_std.float(), names=("Eyeglasses",), batch=4, keep_random=keep_random)
+
+
+def paired_batch(obj, ws: WeightSet, data: CropData) -> dict:
+    sem = precompute_semantics(ws.model, data).per_frame(data)
+    batch = obj.draw(torch.Generator().manual_seed(0), 4, len(data), (3, 32, 32))
+    for key, prefix in obj.index_keys.items():
+        batch |= {prefix + k: v[batch[key]] for k, v in sem.items()}
+    return batch
+
+
+def test_untuned_transforms_with_pairs_give_dvas_paired_terms_plus_self_training():
+    ws = tiny_weight_set()
+    freeze_encoders(ws.model)
+    data = random_crops()
+    pairs = eyeglasses_pairs(ws)
+    clusters, transforms = routing_state(ws, S3Config())
+    obj = S3Objective(ws.model, transforms, clusters, ws.classifier, S3Config(), pairs=pairs)
+    batch = paired_batch(obj, ws, data)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        parts = obj(batch)
+        torch.manual_seed(1)
+        dva = DVAObjective(ws.model, pairs=pairs)(batch)  # T_k output 0: the same codes
+    assert set(parts) == {"loss", "gen", "simple", "reg", "pair", "keep", "id", "faith"}
+    for key in ("simple", "reg", "pair", "keep"):
+        assert torch.allclose(parts[key], dva[key], atol=1e-6), key
+    expected = parts["gen"] + parts["pair"] + parts["keep"] + 0.5 * parts["id"] + 0.1 * parts["faith"]
+    assert float(parts["loss"]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_paired_edits_train_the_transform_of_their_attributes_cluster():
+    ws = tiny_weight_set()
+    freeze_encoders(ws.model)
+    cfg = S3Config(self_train=False)  # only the pair and keep rows pass through T_k
+    clusters, transforms = routing_state(ws, cfg)
+    obj = S3Objective(ws.model, transforms, clusters, ws.classifier, cfg, pairs=eyeglasses_pairs(ws))
+    obj(paired_batch(obj, ws, random_crops()))["loss"].backward()
+    routed = clusters.route_name("Eyeglasses")
+    for k in range(transforms.k):
+        grad = transforms.transforms[k][2].weight.grad
+        assert (grad is not None and bool(grad.any())) == (k == routed), k
+
+
+def test_edited_codes_route_as_an_edit_does():
+    ws = tiny_weight_set()
+    clusters, transforms = routing_state(ws, S3Config())
+    for k in range(transforms.k):
+        torch.nn.init.normal_(transforms.transforms[k][2].weight)  # a tuned T_k: the route shows
+    obj = S3Objective(ws.model, transforms, clusters, ws.classifier, S3Config())
+    g = torch.Generator().manual_seed(3)
+    directions = torch.cat([clusters.embeddings[[4, 15, 31]], F.normalize(torch.randn(5, ID_DIM, generator=g), dim=1)])
+    assert obj.route(directions).tolist() == [clusters.route(d) for d in directions]
+    z_id, z_lnd = F.normalize(torch.randn(8, ID_DIM, generator=g), dim=1), torch.rand(8, 102, generator=g)
+    with torch.no_grad():
+        for i, d in enumerate(directions):
+            expected = face_code(ws.model.fuse, transforms, z_id[i:i + 1], z_lnd[i:i + 1], clusters.route(d))
+            assert torch.allclose(obj.edited_face(z_id[i:i + 1], z_lnd[i:i + 1], d[None]), expected, atol=1e-6)
+
+
+def test_a_run_with_pairs_resumes_and_records_them(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=4, lr=2e-3, ema_decay=0.9, checkpoint_every=2, seed=1)
+    ws = tiny_weight_set()
+    run = train_s3(ws, random_crops(), cfg, S3Config(), tmp_path / "ck", pairs=eyeglasses_pairs(ws))
+    assert all({"pair", "keep", "id", "faith"} <= set(step) for step in run.train.losses)
+    assert "pair" in run.before and "pair" in run.after
+    ws2 = tiny_weight_set()
+
+    def dies_at_3(step, parts):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_s3(ws2, random_crops(), cfg, S3Config(), tmp_path / "ck2", on_step=dies_at_3,
+                 pairs=eyeglasses_pairs(ws2))
+    ws3 = tiny_weight_set()
+    resumed = train_s3(ws3, random_crops(), cfg, S3Config(), tmp_path / "ck2", pairs=eyeglasses_pairs(ws3))
+    assert len(resumed.train.losses) == 2  # from the step-2 checkpoint
+    for key, value in run.transforms.state_dict().items():
+        assert torch.allclose(resumed.transforms.state_dict()[key], value, atol=1e-6), key
+    ws4 = tiny_weight_set()
+    with pytest.raises(InputError, match="holds the checkpoint of another run"):  # pairs are part of the run
+        train_s3(ws4, random_crops(), cfg, S3Config(), tmp_path / "ck2", keep_other=True)
