@@ -76,12 +76,15 @@ class AttributeClusters:
         """Cluster of one attribute embedding ``(D,)``: a known attribute (cosine ≥
         KNOWN_COSINE with it) keeps its own cluster; anything else goes to the nearest
         centroid by cosine (ties: lowest index)."""
-        e = F.normalize(embedding.reshape(1, -1).to(self.embeddings), dim=-1)
-        cos_known = (self.embeddings @ e.T).squeeze(1)
-        best = int(torch.argmax(cos_known))
-        if float(cos_known[best]) >= KNOWN_COSINE:
-            return int(self.labels[best])
-        return int(torch.argmax((self.centroids @ e.T).squeeze(1)))
+        return int(self.route_rows(embedding.reshape(1, -1))[0])
+
+    def route_rows(self, directions: Tensor) -> Tensor:
+        """``route`` for each row of ``directions`` ``(B, D)``: ``(B,)`` int64 on their device."""
+        e = F.normalize(directions.detach().float(), dim=-1)
+        embeddings, centroids = self.embeddings.to(e), self.centroids.to(e)
+        cos_known, best = (e @ embeddings.T).max(dim=1)
+        nearest = (e @ centroids.T).argmax(dim=1)
+        return torch.where(cos_known >= KNOWN_COSINE, self.labels.to(e.device)[best], nearest)
 
     def route_name(self, name: str) -> int:
         """Cluster of a known attribute by name (CelebA spelling, or a name added with

@@ -90,7 +90,6 @@ from s3edit.s3.groups import FACE_REGIONS, landmark_groups
 from s3edit.s3.routing import (
     DEFAULT_CLUSTERS,
     DEFAULT_HIDDEN,
-    KNOWN_COSINE,
     AttributeClusters,
     ClusterTransforms,
     attribute_embeddings,
@@ -188,9 +187,6 @@ class S3Objective(DVAObjective):
         self.transforms, self.clusters, self.cfg = transforms, clusters, cfg
         for key, value in classifier.tensors().items():
             self.register_buffer(f"cls_{key}", value.detach().float().clone(), persistent=False)
-        self.register_buffer("embeddings", clusters.embeddings.detach().float().clone(), persistent=False)
-        self.register_buffer("centroids", clusters.centroids.detach().float().clone(), persistent=False)
-        self.register_buffer("labels", clusters.labels.detach().clone(), persistent=False)
 
     @property
     def classifier_tensors(self) -> dict[str, Tensor]:
@@ -207,17 +203,10 @@ class S3Objective(DVAObjective):
                       "eps_st": torch.randn((batch, *shape), generator=gen)}
         return draws
 
-    def route(self, direction: Tensor) -> Tensor:
-        """The cluster of each unit row of ``direction`` (B, D), as
-        ``AttributeClusters.route``: a known attribute's own, else the nearest centroid."""
-        direction = direction.float()
-        cos_known, best = (direction @ self.embeddings.T).max(dim=1)
-        nearest = (direction @ self.centroids.T).argmax(dim=1)
-        return torch.where(cos_known >= KNOWN_COSINE, self.labels[best], nearest)
-
     def edited_face(self, z_id: Tensor, z_lnd: Tensor, direction: Tensor) -> Tensor:
-        """fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd)), k routed from the edit's direction."""
-        return face_code(self.model.fuse, self.transforms, z_id, z_lnd, self.route(direction))
+        """fuse(z_id', z_lnd) + T_k(cat(z_id', z_lnd)), k routed from the edit's direction
+        (a known attribute's own cluster, else the nearest centroid)."""
+        return face_code(self.model.fuse, self.transforms, z_id, z_lnd, self.clusters.route_rows(direction))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         m, c = self.model, self.cfg
