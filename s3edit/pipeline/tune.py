@@ -61,7 +61,7 @@ from s3edit.weights.weightset import S3EDIT_RULES, WeightSet, load_weight_set, r
 from s3edit.pipeline.align import MIN_SIZE, align_video
 from s3edit.pipeline.options import describe_precision, pick_precision
 from s3edit.model.attributes import edit_direction
-from s3edit.s3.selftrain import S3Config, first_last, train_s3
+from s3edit.s3.selftrain import S3Config, check_trainable, first_last, train_s3
 
 OBJECTIVES = ("s3", "dva")
 TERMS = ("loss", "gen", "id", "faith", "pair", "keep")  # shown on the progress bar, in this order
@@ -198,6 +198,8 @@ def tune(
         raise InputError(f"--pair-gain multiplies the fusion layer's response to an edit; give a positive factor, not {pair_gain}.")
     if not 0.0 <= keep_random <= 1.0:
         raise InputError(f"--keep-random is a share of the keep term's rows, between 0 and 1, not {keep_random}.")
+    if objective == "s3":
+        check_trainable(s3, bool(pairs), pair_gain)
     acc = accelerator or make_accelerator()
     cfg = dataclasses.replace(cfg, precision=pick_precision(precision, acc.device))
     check_precision(cfg.precision)

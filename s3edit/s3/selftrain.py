@@ -131,9 +131,6 @@ class S3Config:
             raise InputError(f"--sparsity must be between 0 and 1, got {self.sparsity}.")
         if self.train not in TRAINABLE:
             raise InputError(f"unknown --train {self.train!r}; choose one of {', '.join(TRAINABLE)}.")
-        if self.train == "transforms" and not self.self_train:
-            raise InputError("--train transforms with --no-self-train trains nothing: the transforms "
-                             "learn only from self-training; drop one of the two.")
         if not 1 <= self.t_max <= NUM_TRAIN_TIMESTEPS:
             raise ValueError(f"t_max must be in [1, {NUM_TRAIN_TIMESTEPS}]")
 
@@ -141,6 +138,22 @@ class S3Config:
     def k(self) -> int:
         """K actually used: 1 without routing."""
         return self.clusters if self.routing else 1
+
+
+def check_trainable(cfg: S3Config, pairs: bool, pair_gain: float = 1.0) -> None:
+    """Refuse a run that would train nothing or touch what it promises to leave: with
+    ``train="transforms"`` the T_k learn from the pseudo-edits and from the pair and keep
+    rows (``pairs``), so without either there is no gradient; and a fusion gain would
+    change the network that ``"transforms"`` leaves as it is."""
+    if cfg.train != "transforms":
+        return
+    if not cfg.self_train and not pairs:
+        raise InputError("--train transforms with --no-self-train and no --pairs trains nothing: the "
+                         "transforms learn from self-training or from edit pairs; drop one of the two "
+                         "or give --pairs.")
+    if pairs and pair_gain != 1:
+        raise InputError("--pair-gain changes the network's fusion layer, which --train transforms "
+                         "leaves as it is; drop one of the two.")
 
 
 # --- the objective ----------------------------------------------------------------------
@@ -405,6 +418,7 @@ def train_s3(ws: WeightSet, data: CropData, train_cfg: TrainConfig, cfg: S3Confi
     ``checkpoint_dir`` (``keep_other``: as in ``train``); runs under Accelerate (one or
     many processes). ``pairs``: DVA's paired-edit and keep terms join L_gen, their edits
     routed through the transforms (module docstring)."""
+    check_trainable(cfg, pairs is not None, pairs.gain if pairs is not None else 1.0)
     acc = accelerator or make_accelerator()
     model = ws.model
     freeze_encoders(model)

@@ -308,6 +308,13 @@ def test_pairs_join_s3editors_objective_through_the_routed_transforms(cli, job, 
     assert tuned.meta["source"]["objective"] == "s3" and tuned.meta["source"]["pairs"]["names"] == ["Eyeglasses"]
     assert tuned.meta["s3"]["K"] == 2
     assert any(bool(v.any()) for k, v in tuned.s3_tensors.items() if k.endswith(".2.weight"))  # T_k learnt
+    alone = tune_json(cli, str(job), "--pairs", str(pairs), "--from", str(weights), "-o", str(tmp_path / "alone"),
+                      "--steps", "2", "--batch-size", "2", "--pair-batch", "2", "--train", "transforms",
+                      "--no-self-train")  # the pair and keep rows train the transforms, the network as it was
+    assert {"pair", "keep"} <= set(alone["first"]) and "id" not in alone["first"]
+    trained, start = load_weight_set(tmp_path / "alone"), load_weight_set(weights)
+    assert all(torch.equal(v, start.model.state_dict()[k]) for k, v in trained.model.state_dict().items())
+    assert any(bool(v.any()) for k, v in trained.s3_tensors.items() if k.endswith(".2.weight"))
 
 
 @pytest.mark.parametrize("edit, args, message", [
@@ -319,6 +326,7 @@ def test_pairs_join_s3editors_objective_through_the_routed_transforms(cli, job, 
     (None, ["--objective", "dva", "--pair-target", "delta"], "Invalid value for '--pair-target'"),
     (None, ["--objective", "dva", "--pair-gain", "0"], "--pair-gain multiplies the fusion layer's response"),
     (None, ["--objective", "dva", "--pair-loss", "huber"], "Invalid value for '--pair-loss'"),
+    (None, ["--train", "transforms", "--pair-gain", "2"], "--pair-gain changes the network's fusion layer"),
 ])
 def test_pairs_errors(cli, job, weights, twins, tmp_path, edit, args, message):
     pairs = twins[1]

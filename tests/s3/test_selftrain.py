@@ -28,6 +28,7 @@ from s3edit.s3.routing import ClusterTransforms, face_code
 from s3edit.s3.selftrain import (
     S3Config,
     S3Objective,
+    check_trainable,
     faithfulness_loss,
     identity_loss,
     load_s3,
@@ -134,8 +135,13 @@ def test_train_transforms_only_freezes_the_dva():
 def test_config_errors():
     with pytest.raises(InputError, match="--sparsity must be between 0 and 1"):
         S3Config(sparsity=1.5)
+    transforms_only = S3Config(train="transforms", self_train=False)
     with pytest.raises(InputError, match="trains nothing"):
-        S3Config(train="transforms", self_train=False)
+        check_trainable(transforms_only, pairs=False)
+    check_trainable(transforms_only, pairs=True)  # the pair and keep rows train the transforms
+    with pytest.raises(InputError, match="--pair-gain changes the network's fusion layer"):
+        check_trainable(transforms_only, pairs=True, pair_gain=2.0)
+    check_trainable(S3Config(self_train=False), pairs=True, pair_gain=2.0)  # "all" trains the network anyway
     with pytest.raises(InputError, match="unknown --train 'unet'"):
         S3Config(train="unet")
     assert S3Config(routing=False, clusters=5).k == 1
@@ -287,6 +293,22 @@ def test_paired_edits_train_the_transform_of_their_attributes_cluster():
     for k in range(transforms.k):
         grad = transforms.transforms[k][2].weight.grad
         assert (grad is not None and bool(grad.any())) == (k == routed), k
+
+
+def test_pairs_train_the_transforms_alone_with_the_network_as_it_was(tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=4, lr=2e-3, ema_decay=0.9, checkpoint_every=3, seed=1)
+    ws = tiny_weight_set()
+    start = {k: v.clone() for k, v in ws.model.state_dict().items()}
+    run = train_s3(ws, random_crops(), cfg, S3Config(train="transforms", self_train=False), tmp_path / "ck",
+                   pairs=eyeglasses_pairs(ws))
+    for key, value in run.train.ema.state_dict().items():
+        assert torch.equal(value, start[key]), key
+    routed = run.clusters.route_name("Eyeglasses")
+    for k in range(run.transforms.k):
+        assert bool(run.transforms.transforms[k][2].weight.any()) == (k == routed), k
+    with pytest.raises(InputError, match="trains nothing"):
+        train_s3(tiny_weight_set(), random_crops(), cfg, S3Config(train="transforms", self_train=False),
+                 tmp_path / "none")
 
 
 def test_edited_codes_route_as_an_edit_does():
