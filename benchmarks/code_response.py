@@ -31,6 +31,12 @@ First, where the codes enter the network: how far the edit moves the fused code
 z_face = fuse(z_id, z_lnd) against how far another crop's z_id moves it (mean Euclidean
 distances). The fusion layer learns which directions of z_id matter: an edit the decoder
 has learnt moves z_face more than a change of sitter does.
+
+For a set with S3Editor's cluster transforms (``s3edit tune``), the edit as ``edit``
+makes it, z_face' = fuse(z_id', z_lnd) + T_k(z_id', z_lnd) with k the attribute's
+cluster, is one more code: printed are how far T_k moves z_face beyond the plain edit
+and, per t, how much that move changes the prediction inside the region ("T_k,
+region"): whether the decoder responds to what the transforms add.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ def main() -> None:
     from s3edit.face.mask import attribute_region, eye_band
     from s3edit.job import Job
     from s3edit.model.attributes import edit_direction, edit_identity
+    from s3edit.s3.routing import face_code
+    from s3edit.s3.selftrain import load_s3
     from s3edit.train.data import load_jobs
     from s3edit.train.objective import alphas_cumprod, noisy, predict_x0
     from s3edit.train.pairs import read_pairs, resolve_pairs
@@ -100,6 +108,10 @@ def main() -> None:
         codes = {"plain": model.fuse(z_id, z_lnd), "other z_id": model.fuse(z_id.roll(1, 0), z_lnd),
                  "other z_lnd": model.fuse(z_id, z_lnd.roll(1, 0)), "edited": model.fuse(edited, z_lnd),
                  "target z_lnd": model.fuse(z_id, model.z_lnd(x0, target_lnd01))}
+        s3 = load_s3(ws)
+        if s3 is not None:
+            k = s3.clusters.route_name(pairs.attribute)
+            codes["routed"] = face_code(model.fuse, s3.transforms.float().eval(), edited, z_lnd, k)
         print(f"{ws.name or args.weights}: pairs {args.skip + 1}-{args.skip + n} of {args.pairs.name} "
               f"({pairs.attribute}, scale {args.scale:+g})")
 
@@ -109,9 +121,13 @@ def main() -> None:
         print(f"z_face moved by the edit {moved('edited'):.3f}, by the target's z_lnd {moved('target z_lnd'):.3f}, "
               f"by another crop's z_id {moved('other z_id'):.3f}, by another crop's z_lnd {moved('other z_lnd'):.3f}; "
               "one-step predictions, mean |difference| in % of the pixel range:")
+        if s3 is not None:
+            through = float((codes["routed"] - codes["edited"]).norm(dim=1).mean())
+            print(f"T_{k} (the cluster of {pairs.attribute}) moves the edited z_face by a further {through:.3f} "
+                  f"(|z_face| {float(codes['plain'].norm(dim=1).mean()):.3f})")
         print(f"{'t':>5} {'other z_id':>11} {'other z_lnd':>12} {'edit, region':>13} "
               f"{'plain-target':>13} {'edited-target':>14} {'source-target':>14} "
-              f"{'lnd, region':>12} {'lnd-target':>11}")
+              f"{'lnd, region':>12} {'lnd-target':>11}" + (f" {'T_k, region':>12}" if s3 is not None else ""))
         rows = []
         for t in args.t:
             a = abar[t].view(1, 1, 1, 1)
@@ -124,7 +140,8 @@ def main() -> None:
                   f"{pct(pred['plain'] - target, region):>13.2f} {pct(pred['edited'] - target, region):>14.2f} "
                   f"{pct(x0 - target, region):>14.2f} "
                   f"{pct(pred['target z_lnd'] - pred['plain'], region):>12.2f} "
-                  f"{pct(pred['target z_lnd'] - target, region):>11.2f}")
+                  f"{pct(pred['target z_lnd'] - target, region):>11.2f}"
+                  + (f" {pct(pred['routed'] - pred['edited'], region):>12.2f}" if s3 is not None else ""))
             rows += [x0, target, pred["plain"], pred["edited"]]
     if args.picture is not None:
         grid = torch.cat(rows).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
