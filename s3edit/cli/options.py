@@ -51,8 +51,9 @@ FixedPointOpt = Annotated[Optional[int], typer.Option(
                                  "well (docs/sampler.md). Default: the job's, else 2 (0 with --sampler dva). "
                                  "Other corrections re-encode x_T.")]
 RegionOpt = Annotated[Region, typer.Option(
-    "--region", help="auto: an attribute with a known region (Eyeglasses: the eyes) changes only that region, "
-                     "the rest of the face stays the original (0.7 times the decode passes); whole: the edit may "
+    "--region", help="auto: an attribute with a known region (Eyeglasses: the eyes' frames, the eyes seen "
+                     "through clear lenses kept) changes only that region, the rest of the face stays the "
+                     "original (0.7 times the decode passes); whole: the edit may "
                      "change the whole face (DVA's way).")]
 FramesOpt = Annotated[Optional[str], typer.Option(
     "--frames", help="Only frames A:B (from frame A up to, not including, B; A: or :B), counted from 0 - a quick "

@@ -147,39 +147,75 @@ def landmark_box_t(crop_landmarks: torch.Tensor, size: int, points: tuple[int, i
 # --- attribute regions: where an attribute's edit may change a crop -----------------------
 
 
+def eye_ellipses_t(crop_landmarks: torch.Tensor, size: int, axes: tuple[float, float]) -> torch.Tensor:
+    """The two ellipses centred on the eyes' landmark centroids, along the eye line,
+    with half-axes ``axes`` = (along, across) in eye distances:
+    (N, 68, 2) crop px -> (N, size, size) bool."""
+    lnd = crop_landmarks.float()
+    centres = torch.stack([lnd[:, 36:42].mean(1), lnd[:, 42:48].mean(1)], 1)  # (N, 2, 2)
+    line = centres[:, 1] - centres[:, 0]
+    d = line.norm(dim=1).clamp_min(1e-6)  # (N,)
+    u = line / d[:, None]  # unit along the eye line
+    v = torch.stack([-u[:, 1], u[:, 0]], 1)  # unit across it
+    grid = torch.arange(size, dtype=torch.float32, device=lnd.device)
+    xy = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1)  # (S, S, 2): x, y
+    rel = xy[None, None] - centres[:, :, None, None]  # (N, 2, S, S, 2)
+    a = (rel * u[:, None, None, None]).sum(-1) / (axes[0] * d)[:, None, None, None]
+    b = (rel * v[:, None, None, None]).sum(-1) / (axes[1] * d)[:, None, None, None]
+    return (a * a + b * b <= 1).any(1)
+
+
 @dataclass(frozen=True)
 class AttributeRegion:
     """Where an attribute's edit may change a crop: the box around landmarks ``points``
-    widened by ``pad`` eye distances (``landmark_box_t``)."""
+    widened by ``pad`` eye distances (``landmark_box_t``), less, when ``lenses`` is
+    given, an ellipse round each eye with those half-axes (along and across the eye line,
+    eye distances) that the edit keeps as it was: the eyes and the skin a clear lens
+    shows."""
 
     points: tuple[int, int]
     pad: tuple[float, ...]
+    lenses: tuple[float, float] | None = None
 
     def box(self, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor:
         return landmark_box_t(crop_landmarks, size, self.points, self.pad)
 
+    def kept(self, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
+        """The lenses the edit keeps as they were, (N, size, size) bool; None without."""
+        return None if self.lenses is None else eye_ellipses_t(crop_landmarks, size, self.lenses)
+
     def describe(self) -> dict:
-        return {"points": list(self.points), "pad": list(self.pad)}
+        out = {"points": list(self.points), "pad": list(self.pad)}
+        return out if self.lenses is None else {**out, "lenses": list(self.lenses)}
 
 
 # Attributes whose edit is local, with the region it may change. Eyeglasses: the eyes'
 # box widened by 0.75 eye distances across and 0.4 up and down, which holds every pixel
 # the classic glasses and the sunglasses of ``s3edit.portraits.glasses`` draw, temples to
 # the face's edge included (tests/face/test_mask.py), and leaves out the cheeks and most
-# of the brows, which an edit of the small default model darkens; Sunglasses has the same. Smiling: the mouth's box widened by
+# of the brows, which an edit of the small default model darkens, less the kept lenses
+# (LENSES); Sunglasses has the same box and keeps nothing. Smiling: the mouth's box widened by
 # SMILE_PAD, which holds the corners of a smile (wider than the neutral mouth they are
 # measured on), the cheeks beside them up to the nostrils and the chin below (docs/edit.md;
 # the London pairs' differences, tests/face/test_mask.py). Attributes not listed may
 # change the whole crop.
 SMILE_PAD = (0.45, 0.4, 0.3)
+# The eyes and the skin round them that a clear lens shows, which an Eyeglasses edit keeps
+# as it was: an ellipse round each eye, 0.33 eye distances along the eye line and 0.17
+# across it. It holds the 12 eye landmarks and lies inside the inner rim of the classic
+# glasses (tests/face/test_mask.py), so the edit draws the frames and the original shows
+# through them (docs/edit.md). Sunglasses keep nothing: their lenses cover the eyes.
+LENSES = (0.33, 0.17)
 ATTRIBUTE_REGIONS: dict[str, AttributeRegion] = {
-    "Eyeglasses": AttributeRegion(EYES, (0.75, 0.4)),
+    "Eyeglasses": AttributeRegion(EYES, (0.75, 0.4), LENSES),
     "Sunglasses": AttributeRegion(EYES, (0.75, 0.4)),
     "Smiling": AttributeRegion(MOUTH, SMILE_PAD),
 }
 # Soft edge of an edit region: Gaussian sigma as a share of the crop side (1 px at 64 px,
 # 4 px at 256 px), so a confined edit has no seam.
 REGION_FEATHER = 1 / 64
+# The kept lenses' soft edge, half the region's (a lens is a few pixels high at 64 px).
+LENS_FEATHER = 1 / 128
 
 
 def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
@@ -191,14 +227,22 @@ def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torc
 
 def edit_region(names: list[str], crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
     """The soft region an edit of ``names`` is confined to (``edit --region auto``): the
-    union of their regions, feathered -> (N, 1, size, size) float in [0, 1]; None
-    (the whole crop) when any of them has no known region."""
+    union of their boxes, feathered, times one minus their kept lenses, feathered
+    -> (N, 1, size, size) float in [0, 1]; None (the whole crop) when any of them has no
+    known region."""
+    regions = [ATTRIBUTE_REGIONS.get(n) for n in names]
+    if not regions or any(r is None for r in regions):
+        return None
+    hard = torch.stack([r.box(crop_landmarks, size) for r in regions]).any(0)[:, None].float()
+    soft = _blur(hard, REGION_FEATHER * size)
+    kept = [k for k in (r.kept(crop_landmarks, size) for r in regions) if k is not None]
+    if kept:
+        soft = soft * (1 - _blur(torch.stack(kept).any(0)[:, None].float(), LENS_FEATHER * size))
+    return soft
+
+
+def _blur(masks: torch.Tensor, sigma: float) -> torch.Tensor:
     import kornia
 
-    boxes = [attribute_region(n, crop_landmarks, size) for n in names]
-    if not boxes or any(b is None for b in boxes):
-        return None
-    hard = torch.stack(boxes).any(0)[:, None].float()
-    sigma = REGION_FEATHER * size
     kernel = 2 * math.ceil(3 * sigma) + 1
-    return kornia.filters.gaussian_blur2d(hard, (kernel, kernel), (sigma, sigma), border_type="replicate")
+    return kornia.filters.gaussian_blur2d(masks, (kernel, kernel), (sigma, sigma), border_type="replicate")

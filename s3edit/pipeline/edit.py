@@ -16,8 +16,8 @@ With one attribute this is DVA's rule exactly; several attributes add their step
 the normalised space before the one l2norm (the order of ``--attr`` does not matter).
 
 Where the edit may draw (``region``): an attribute with a known region
-(``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included;
-Smiling: the mouth, cheeks and chin) is
+(``s3edit.face.mask.ATTRIBUTE_REGIONS``; Eyeglasses: the eyes, temples included,
+less the eyes themselves that a clear lens shows; Smiling: the mouth, cheeks and chin) is
 confined to it by default (``auto``): the frame is decoded under the edited code inside
 the region, with the original crop noised along its own inversion path outside it,
 blended at every DDIM step from t < ``CONFINED_EDIT_START``
@@ -239,7 +239,9 @@ def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] |
     lw = run.weights
     record = {"attributes": [{"name": n, "scale": s} for n, s in edit.attributes], "steps": run.steps,
               "sampler": run.sampler.value,
-              "region": {"edit_start": CONFINED_EDIT_START, "outside": "straight_path"} if edit.confined else "whole",
+              "region": {"edit_start": CONFINED_EDIT_START, "outside": "straight_path",
+                         "areas": {n: ATTRIBUTE_REGIONS[n].describe() for n in edited_names(list(edit.attributes))}}
+              if edit.confined else "whole",
               "weights": lw.fingerprint, "weights_path": str(lw.folder.resolve()),
               "encode": job.stage(enc.STAGE)["params"]}
     old = job.edit_record(name)

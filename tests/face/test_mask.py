@@ -14,6 +14,7 @@ from s3edit.face.mask import (
     attribute_region,
     edit_region,
     eye_band,
+    eye_ellipses_t,
     face_mask,
     face_polygons,
     hard_face_mask,
@@ -111,6 +112,37 @@ def test_the_glasses_regions_hold_every_pixel_their_decoder_styles_change(style,
     assert region.mean() < 0.1  # the eyes of a face a fifth of the photo wide
 
 
+def test_the_kept_lenses_hold_the_eyes_and_lie_inside_the_classic_frames():
+    from skimage import data as skdata
+
+    from s3edit.face.detect import make_detector
+    from s3edit.portraits.glasses import CLASSIC, glasses_layers
+
+    image = skdata.astronaut()
+    lm = make_detector("dlib").detect(image)[0].landmarks
+    kept = ATTRIBUTE_REGIONS["Eyeglasses"].kept(torch.from_numpy(lm).float()[None], 512)[0].numpy()
+    lens, frame = glasses_layers(image.shape[:2], lm, CLASSIC)
+    eyes = np.rint(lm[36:48]).astype(int)
+    assert kept[eyes[:, 1], eyes[:, 0]].all()  # every eye landmark is kept
+    assert kept.sum() > 0.35 * (lens > 0.5).sum()  # over a third of the lenses
+    assert not (kept & (frame > 0.5)).any()  # the frames the decoder draws stay outside
+    assert (kept & (frame > 0)).sum() < 0.05 * kept.sum()  # but for their anti-aliased edge
+    assert ATTRIBUTE_REGIONS["Sunglasses"].kept(torch.from_numpy(lm).float()[None], 512) is None  # dark lenses
+
+
+def test_eye_ellipses_follow_the_eye_line():
+    lm = synthetic_landmarks()  # eyes at (95, 110) and (161, 110): eye distance 66 px
+    level = eye_ellipses_t(torch.from_numpy(lm[None]), SIZE, (0.25, 0.1))[0].numpy()
+    rows, cols = np.nonzero(level[:, :128])
+    assert cols.min() == pytest.approx(95 - 16.5, abs=1) and cols.max() == pytest.approx(95 + 16.5, abs=1)
+    assert rows.min() == pytest.approx(110 - 6.6, abs=1) and rows.max() == pytest.approx(110 + 6.6, abs=1)
+    assert level[110, 161] and not level[110, 128]  # both eyes, not the bridge
+    # the face turned by 90 degrees (eyes one above the other): the ellipses turn with it
+    turned = np.stack([SIZE - 1 - lm[:, 1], lm[:, 0]], -1).astype(np.float32)
+    upright = eye_ellipses_t(torch.from_numpy(turned[None]), SIZE, (0.25, 0.1))[0].numpy()
+    assert (upright != np.rot90(level, -1)).sum() <= 4  # but for rounding on the outline
+
+
 def test_attribute_region_is_the_widened_eye_band_and_none_without_one():
     lm = synthetic_landmarks()[None]
     region = attribute_region("Eyeglasses", torch.from_numpy(lm), SIZE)
@@ -138,15 +170,25 @@ def test_the_smiling_region_is_the_mouth_widened_to_the_cheeks_and_chin_not_the_
 def test_edit_region_is_soft_inside_one_and_none_when_any_attribute_has_no_region():
     lm = torch.from_numpy(np.stack([synthetic_landmarks(), synthetic_landmarks() + 10]))
     soft = edit_region(["Eyeglasses"], lm, SIZE)
-    hard = attribute_region("Eyeglasses", lm, SIZE)
+    box = attribute_region("Eyeglasses", lm, SIZE)
+    hard = box & ~ATTRIBUTE_REGIONS["Eyeglasses"].kept(lm, SIZE)  # less the kept lenses
     assert soft.shape == (2, 1, SIZE, SIZE) and soft.min() >= 0 and soft.max() <= 1
-    assert (soft[:, 0][hard] > 0.5).float().mean() > 0.95  # inside: the edit, but for the feathered rim
-    assert (soft[:, 0][~hard] < 0.5).all()
+    assert (soft[:, 0][hard] > 0.5).float().mean() > 0.95  # inside: the edit, but for the feathered rims
+    assert (soft[:, 0][~box] < 0.5).all()
     assert soft[0, 0, 220:].max() == 0 and soft[0, 0, :40].max() == 0  # mouth, chin and hair untouched
     assert not torch.equal(soft[0], soft[1])  # per frame, from each frame's landmarks
-    assert 0 < soft[0, 0][~hard[0]].max() < 0.5  # feathered: no seam at the box's edge
+    assert 0 < soft[0, 0][~box[0]].max() < 0.5  # feathered: no seam at the box's edge
     assert edit_region(["Eyeglasses", "Young"], lm, SIZE) is None
     both = edit_region(["Eyeglasses", "Smiling"], lm, SIZE)  # the union of the eyes' and the mouth's
     assert both[0, 0, 110, 128] > 0.5 and both[0, 0, 180, 128] > 0.5 and both[0, 0, 60, 128] == 0
     assert edit_region([], lm, SIZE) is None
+
+
+def test_an_eyeglasses_edit_keeps_the_eyes_as_they_were():
+    lm = torch.from_numpy(synthetic_landmarks()[None])
+    soft = edit_region(["Eyeglasses"], lm, SIZE)[0, 0]
+    assert soft[110, 95] < 0.01 and soft[110, 161] < 0.01  # the eyes: the original, through a clear lens
+    assert soft[110, 128] > 0.9 and soft[85, 95] > 0.9  # the bridge and the rim above the eye: the edit
+    sun = edit_region(["Sunglasses"], lm, SIZE)[0, 0]
+    assert sun[110, 95] > 0.99  # dark lenses cover the eyes
 

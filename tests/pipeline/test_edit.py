@@ -144,7 +144,8 @@ def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked
     whole_run = ed.edit_job(encoded, [("Eyeglasses", 4.0)], run_of(encoded), region="whole")
     assert whole_run.name == eyes_run.name + "__whole"
     assert json.loads((eyes_run.folder / EDIT_FILE).read_text())["params"]["region"] == {
-        "edit_start": ed.CONFINED_EDIT_START, "outside": "straight_path"}
+        "edit_start": ed.CONFINED_EDIT_START, "outside": "straight_path",
+        "areas": {"Eyeglasses": {"points": [36, 48], "pad": [0.75, 0.4], "lenses": [0.33, 0.17]}}}
     assert json.loads((whole_run.folder / EDIT_FILE).read_text())["params"]["region"] == "whole"
     whole = crops_of(encoded, whole_run.name)
     assert not (eyes_run.folder / "crops").exists()  # a confined edit is stored as its change

@@ -111,4 +111,8 @@ def test_its_eyeglasses_edit_changes_the_eyes_and_keeps_the_rest(cli, example_cl
         confined = ddim.ddim_decode_in_region(model, x_T, x, model.fuse(z_new, z_lnd), region, 20, edit_start=700)
     change = (confined - x).abs().mean(1) / 2
     assert change[band].mean() > 0.10
+    # ... and the eyes, seen through clear lenses, stay the original's
+    for eye in (lnd[:, 36:42], lnd[:, 42:48]):
+        col, row = eye.mean(1).round().long().unbind(-1)
+        assert float(change[torch.arange(len(change)), row, col].max()) < 0.01
     assert torch.equal(change[region[:, 0] == 0], torch.zeros_like(change[region[:, 0] == 0]))
