@@ -124,6 +124,12 @@ def eye_band_t(crop_landmarks: torch.Tensor, size: int, pad: float | tuple[float
     return landmark_box_t(crop_landmarks, size, EYES, pad)
 
 
+def eye_centres_t(crop_landmarks: torch.Tensor) -> torch.Tensor:
+    """The centroids of the two eyes' six landmarks, image left first: (N, 68, 2) -> (N, 2, 2)."""
+    lnd = crop_landmarks.float()
+    return torch.stack([lnd[:, 36:42].mean(1), lnd[:, 42:48].mean(1)], 1)
+
+
 def landmark_box_t(crop_landmarks: torch.Tensor, size: int, points: tuple[int, int],
                    pad: float | tuple[float, ...]) -> torch.Tensor:
     """The box around landmarks ``points`` = [start, stop) of the 68-point scheme,
@@ -133,7 +139,8 @@ def landmark_box_t(crop_landmarks: torch.Tensor, size: int, points: tuple[int, i
     lnd = crop_landmarks.float()
     box = lnd[:, points[0]:points[1]]
     lo, hi = box.amin(1), box.amax(1)
-    eye_distance = (lnd[:, 42:48].mean(1) - lnd[:, 36:42].mean(1)).norm(dim=1, keepdim=True)
+    centres = eye_centres_t(lnd)
+    eye_distance = (centres[:, 1] - centres[:, 0]).norm(dim=1, keepdim=True)
     across, up, down = (pad, pad, pad) if not isinstance(pad, tuple) else \
         (pad[0], pad[1], pad[1]) if len(pad) == 2 else pad
     lo = lo - eye_distance * torch.tensor([across, up], dtype=torch.float32, device=lnd.device)
@@ -151,13 +158,12 @@ def eye_ellipses_t(crop_landmarks: torch.Tensor, size: int, axes: tuple[float, f
     """The two ellipses centred on the eyes' landmark centroids, along the eye line,
     with half-axes ``axes`` = (along, across) in eye distances:
     (N, 68, 2) crop px -> (N, size, size) bool."""
-    lnd = crop_landmarks.float()
-    centres = torch.stack([lnd[:, 36:42].mean(1), lnd[:, 42:48].mean(1)], 1)  # (N, 2, 2)
+    centres = eye_centres_t(crop_landmarks)  # (N, 2, 2)
     line = centres[:, 1] - centres[:, 0]
     d = line.norm(dim=1).clamp_min(1e-6)  # (N,)
     u = line / d[:, None]  # unit along the eye line
     v = torch.stack([-u[:, 1], u[:, 0]], 1)  # unit across it
-    grid = torch.arange(size, dtype=torch.float32, device=lnd.device)
+    grid = torch.arange(size, dtype=torch.float32, device=centres.device)
     xy = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1)  # (S, S, 2): x, y
     rel = xy[None, None] - centres[:, :, None, None]  # (N, 2, S, S, 2)
     a = (rel * u[:, None, None, None]).sum(-1) / (axes[0] * d)[:, None, None, None]
@@ -219,8 +225,9 @@ LENS_FEATHER = 1 / 128
 
 
 def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
-    """The box attribute ``name``'s edit may change: (N, 68, 2) crop px of a ``size``
-    crop -> (N, size, size) bool; None for an attribute without a known region."""
+    """The box attribute ``name``'s edit may change (its kept lenses not taken out:
+    ``edit_region`` does that): (N, 68, 2) crop px of a ``size`` crop -> (N, size, size)
+    bool; None for an attribute without a known region."""
     region = ATTRIBUTE_REGIONS.get(name)
     return None if region is None else region.box(crop_landmarks, size)
 
