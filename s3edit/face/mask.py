@@ -217,11 +217,9 @@ ATTRIBUTE_REGIONS: dict[str, AttributeRegion] = {
     "Sunglasses": AttributeRegion(EYES, (0.75, 0.4)),
     "Smiling": AttributeRegion(MOUTH, SMILE_PAD),
 }
-# Soft edge of an edit region: Gaussian sigma as a share of the crop side (1 px at 64 px,
-# 4 px at 256 px), so a confined edit has no seam.
+# Soft edge of an edit region and of its kept lenses: Gaussian sigma as a share of the
+# crop side (1 px at 64 px, 4 px at 256 px), so a confined edit has no seam.
 REGION_FEATHER = 1 / 64
-# The kept lenses' soft edge, half the region's (a lens is a few pixels high at 64 px).
-LENS_FEATHER = 1 / 128
 
 
 def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
@@ -234,18 +232,25 @@ def attribute_region(name: str, crop_landmarks: torch.Tensor, size: int) -> torc
 
 def edit_region(names: list[str], crop_landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
     """The soft region an edit of ``names`` is confined to (``edit --region auto``): the
-    union of their boxes, feathered, times one minus their kept lenses, feathered
+    union of their boxes times one minus their kept lenses, each feathered
     -> (N, 1, size, size) float in [0, 1]; None (the whole crop) when any of them has no
     known region."""
     regions = [ATTRIBUTE_REGIONS.get(n) for n in names]
     if not regions or any(r is None for r in regions):
         return None
+    sigma = REGION_FEATHER * size
     hard = torch.stack([r.box(crop_landmarks, size) for r in regions]).any(0)[:, None].float()
-    soft = _blur(hard, REGION_FEATHER * size)
+    soft = _blur(hard, sigma)
     kept = [k for k in (r.kept(crop_landmarks, size) for r in regions) if k is not None]
     if kept:
-        soft = soft * (1 - _blur(torch.stack(kept).any(0)[:, None].float(), LENS_FEATHER * size))
+        soft = soft * (1 - _blur(torch.stack(kept).any(0)[:, None].float(), sigma))
     return soft
+
+
+def describe_edit_region(names: list[str]) -> dict:
+    """What ``edit_region`` of ``names`` is made from, for a job's edit record: each
+    region and the feather (a share of the crop side)."""
+    return {"areas": {n: ATTRIBUTE_REGIONS[n].describe() for n in names}, "feather": REGION_FEATHER}
 
 
 def _blur(masks: torch.Tensor, sigma: float) -> torch.Tensor:

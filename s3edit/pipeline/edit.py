@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from s3edit import console
 from s3edit.errors import InputError, WeightsError
-from s3edit.face.mask import ATTRIBUTE_REGIONS, edit_region
+from s3edit.face.mask import ATTRIBUTE_REGIONS, describe_edit_region, edit_region
 from s3edit.job import AlignedFrames, Job
 from s3edit.model import ddim
 from s3edit.model.attributes import DVA_EDIT_SCALE, Classifier, edited_identity
@@ -240,8 +240,7 @@ def edit_job(job: Job | str | os.PathLike, attributes: list[tuple[str, float]] |
     record = {"attributes": [{"name": n, "scale": s} for n, s in edit.attributes], "steps": run.steps,
               "sampler": run.sampler.value,
               "region": {"edit_start": CONFINED_EDIT_START, "outside": "straight_path",
-                         "areas": {n: ATTRIBUTE_REGIONS[n].describe() for n in edited_names(list(edit.attributes))}}
-              if edit.confined else "whole",
+                         **describe_edit_region(edited_names(list(edit.attributes)))} if edit.confined else "whole",
               "weights": lw.fingerprint, "weights_path": str(lw.folder.resolve()),
               "encode": job.stage(enc.STAGE)["params"]}
     old = job.edit_record(name)

@@ -136,7 +136,7 @@ def test_scale_zero_is_the_plain_reconstruction(encoded, small_weights, tiny):
 
 
 def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked_for(encoded, tiny):
-    from s3edit.face.mask import attribute_region
+    from s3edit.face.mask import REGION_FEATHER, attribute_region
 
     job = Job.open(encoded)
     recon = crops_of(encoded, ed.edit_job(encoded, [], run_of(encoded)).name)
@@ -145,7 +145,8 @@ def test_an_eyeglasses_edit_changes_only_the_eyes_unless_the_whole_face_is_asked
     assert whole_run.name == eyes_run.name + "__whole"
     assert json.loads((eyes_run.folder / EDIT_FILE).read_text())["params"]["region"] == {
         "edit_start": ed.CONFINED_EDIT_START, "outside": "straight_path",
-        "areas": {"Eyeglasses": {"points": [36, 48], "pad": [0.75, 0.4], "lenses": [0.33, 0.17]}}}
+        "areas": {"Eyeglasses": {"points": [36, 48], "pad": [0.75, 0.4], "lenses": [0.33, 0.17]}},
+        "feather": REGION_FEATHER}
     assert json.loads((whole_run.folder / EDIT_FILE).read_text())["params"]["region"] == "whole"
     whole = crops_of(encoded, whole_run.name)
     assert not (eyes_run.folder / "crops").exists()  # a confined edit is stored as its change
