@@ -191,4 +191,3 @@ def test_an_eyeglasses_edit_keeps_the_eyes_as_they_were():
     assert soft[110, 128] > 0.9 and soft[85, 95] > 0.9  # the bridge and the rim above the eye: the edit
     sun = edit_region(["Sunglasses"], lm, SIZE)[0, 0]
     assert sun[110, 95] > 0.99  # dark lenses cover the eyes
-
